@@ -1,0 +1,43 @@
+"""`pgd` command line: a thin dispatcher.
+
+Each sub-command lives in its own module exposing ``main(argv: list[str] | None) -> int``; modules are
+imported lazily so that `pgd data ...` does not pay for importing mmdet.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("pgd.data.cli", "generate / validate the embedded synthetic datasets"),
+    "train": ("pgd.train", "train a detector or a distilled student (mmengine Runner)"),
+    "eval": ("pgd.eval", "evaluate a run's model.pth and write metrics.json"),
+    "pilot": ("pgd.evaluation.pilot", "Fig. 3: AP after masking the top-X%% quality predictions"),
+    "heatmap": ("pgd.evaluation.heatmap", "Fig. 2: per-image teacher quality heatmaps"),
+    "table": ("pgd.report.tables", "render a paper table (LaTeX + CSV) from run metrics"),
+    "figure": ("pgd.report.figures", "render a paper figure (PNG + PDF)"),
+    "report": ("pgd.report.page", "write the per-profile report page"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: pgd <command> [options]", "", "commands:"]
+    lines += [f"  {name:<8} {help_.replace('%%', '%')}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"pgd: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
