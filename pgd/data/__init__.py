@@ -1,0 +1,1 @@
+"""Synthetic datasets (COCO and CrowdHuman formats) and annotation validation."""

@@ -1,0 +1,1 @@
+"""KD loss module: base (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""KD loss module: defeat (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""KD loss module: fgd (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""KD loss module: fgfi (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""KD loss module: fkd (see docs/ARCHITECTURE.md)."""

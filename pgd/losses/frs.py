@@ -1,0 +1,1 @@
+"""KD loss module: frs (see docs/ARCHITECTURE.md)."""

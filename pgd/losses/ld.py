@@ -1,0 +1,1 @@
+"""KD loss module: ld (see docs/ARCHITECTURE.md)."""

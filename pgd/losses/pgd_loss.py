@@ -1,0 +1,1 @@
+"""KD loss module: pgd_loss (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""Per-detector adapters: head outputs -> DensePredictions (see docs/ARCHITECTURE.md)."""

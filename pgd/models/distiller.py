@@ -1,0 +1,1 @@
+"""The distiller: teacher + student + KD losses (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""Custom detection heads (registered in mmdet MODELS)."""

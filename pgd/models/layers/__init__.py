@@ -1,0 +1,1 @@
+"""Layer-level fixes (registered in mmdet/mmcv MODELS)."""
