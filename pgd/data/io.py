@@ -1,0 +1,54 @@
+"""Byte-deterministic writers: same array / object in, same bytes out (no timestamps, fixed encoder settings)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Fixed encoder parameters: PIL writes no tIME/EXIF chunk unless asked, and these pin every other choice.
+PNG_PARAMS = dict(format="PNG", compress_level=6, optimize=False)
+JPEG_PARAMS = dict(format="JPEG", quality=95, subsampling=0, optimize=False, progressive=False)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_png(path: Path, img: np.ndarray) -> None:
+    Image.fromarray(img, "RGB").save(path, **PNG_PARAMS)
+
+
+def write_jpeg(path: Path, img: np.ndarray) -> None:
+    Image.fromarray(img, "RGB").save(path, **JPEG_PARAMS)
+
+
+def write_json(path: Path, obj) -> None:
+    """Compact JSON in the insertion order of ``obj`` (the generators build dicts in a fixed order)."""
+    _atomic_write_bytes(path, json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n")
+
+
+def write_lines_json(path: Path, records: list) -> None:
+    """One JSON object per line (CrowdHuman's .odgt)."""
+    text = "".join(json.dumps(r, separators=(", ", ": "), ensure_ascii=True) + "\n" for r in records)
+    _atomic_write_bytes(path, text.encode())
+
+
+def remove_stale(directory: Path, pattern: str, keep: set[str]) -> int:
+    """Delete files in ``directory`` whose name fully matches ``pattern`` but is not in ``keep``.
+
+    A regeneration with fewer images must not leave the previous run's extra images behind, and only files
+    that this generator's own naming scheme could have produced are touched.
+    """
+    regex = re.compile(pattern)
+    removed = 0
+    for entry in os.scandir(directory):
+        if entry.is_file() and regex.fullmatch(entry.name) and entry.name not in keep:
+            os.remove(entry.path)
+            removed += 1
+    return removed
