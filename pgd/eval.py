@@ -1,0 +1,118 @@
+"""`pgd eval`: test a run's ``model.pth`` with the evaluator of its ``config.py`` and write ``metrics.json``.
+
+The test Runner is built from the run's own ``config.py``; for a distilled run the model config is replaced by
+the student's (``model.pth`` holds the student only). mmengine's logs for the evaluation go to
+``<run dir>/eval/`` so that ``config.py`` in the run dir is never rewritten. ``metrics.json`` follows
+docs/ARCHITECTURE.md (percentages, see :mod:`pgd.evaluation.metrics`) and is written atomically; the same
+numbers are logged to the run's MLflow run (found by its name).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pgd.evaluation.metrics import empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
+from pgd.train import CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, parse_overrides, plain_model_config, set_threads
+
+
+class EvalError(RuntimeError):
+    """A run directory that cannot be evaluated (missing config or checkpoint, no evaluator)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pgd eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", required=True, help="run directory holding config.py and model.pth")
+    p.add_argument("--checkpoint", help=f"weights to test (default <run-dir>/{MODEL_FILE})")
+    p.add_argument("--out", help="metrics file (default <run-dir>/metrics.json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override for testing, e.g. test_dataloader.batch_size=1 (repeatable)")
+    p.add_argument("--results", default=os.environ.get("PGD_RESULTS", "results"),
+                   help="results root holding <profile>/mlflow.db (default %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $PGD_THREADS)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the metrics to MLflow")
+    return p
+
+
+def test_config(run_dir: Path, checkpoint: Path, overrides: dict[str, Any] | None = None):
+    """The run's config turned into a single-process test config of the plain detector."""
+    from mmengine.config import Config
+
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise EvalError(f"config not found: {config_path} (is {run_dir} a trained run directory?)")
+    if not checkpoint.is_file():
+        raise EvalError(f"checkpoint not found: {checkpoint} (training writes {MODEL_FILE} when it finishes)")
+    cfg = Config.fromfile(str(config_path))
+    for key in ("test_dataloader", "test_evaluator"):
+        if not cfg.get(key):
+            raise EvalError(f"{config_path} has no {key}; cannot evaluate")
+    cfg.model = plain_model_config(cfg)
+    cfg.load_from = str(checkpoint)
+    cfg.resume = False
+    cfg.launcher = "none"
+    cfg.pop("model_wrapper_cfg", None)
+    cfg.work_dir = str(run_dir / "eval")
+    # the training run's MLflow backend would open a second run; eval logs through pgd.tracking instead
+    cfg.visualizer = dict(type="DetLocalVisualizer", name="visualizer", vis_backends=[dict(type="LocalVisBackend")])
+    cfg.merge_from_dict(overrides or {})
+    return cfg
+
+
+def evaluate(run_dir: Path, checkpoint: Path | None = None, out: Path | None = None,
+             overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
+    """Run the test loop; returns (metrics.json record, the config used)."""
+    from mmengine.runner import Runner
+
+    from pgd.checkpoint import safe_globals_context
+
+    checkpoint = checkpoint or run_dir / MODEL_FILE
+    out = out or run_dir / "metrics.json"
+    cfg = test_config(run_dir, checkpoint, overrides)
+    info = cfg.get(RUN_INFO_KEY) or {}
+    dataset = info.get("dataset") or infer_dataset(cfg.test_evaluator)
+    runner = Runner.from_cfg(cfg)
+    with safe_globals_context():
+        raw = runner.test()
+    if not raw and dataset == "coco":
+        record = empty_coco_record(_coco_ann_file(cfg.test_evaluator))
+    else:
+        record = to_metrics_json(raw, dataset)
+    write_metrics_json(out, record)
+    return record, cfg
+
+
+def _coco_ann_file(evaluator_cfg) -> str:
+    cfgs = evaluator_cfg if isinstance(evaluator_cfg, (list, tuple)) else [evaluator_cfg]
+    for c in cfgs:
+        if c.get("type") == "CocoMetric" and c.get("ann_file"):
+            return c["ann_file"]
+    raise EvalError("the CocoMetric in test_evaluator has no ann_file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    set_threads(args.threads)
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "metrics.json"
+    try:
+        record, cfg = evaluate(run_dir, Path(args.checkpoint) if args.checkpoint else None, out,
+                               parse_overrides(args.overrides))
+    except EvalError as err:
+        print(f"pgd eval: error: {err}", file=sys.stderr)
+        return 2
+    if not args.no_mlflow:
+        from pgd import tracking
+
+        info = cfg.get(RUN_INFO_KEY) or {}
+        tracking.log_eval_metrics(
+            profile=info.get("profile", "mini"), run_name=info.get("run_id", run_dir.name),
+            metrics=record, artifacts=[out], results_root=args.results)
+    print(f"pgd eval: wrote {out}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "dataset"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

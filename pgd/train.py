@@ -1,0 +1,369 @@
+"""`pgd train`: one run of the experiment matrix (or an explicit detector) on mmengine's Runner.
+
+The work dir (docs/ARCHITECTURE.md "Run directory") receives ``config.py`` (dumped before training and re-read,
+so the file is exactly what trains and what ``pgd eval`` rebuilds), mmengine's ``iter_*.pth`` /
+``last_checkpoint`` (for ``--resume``), and at the end ``model.pth``: ``{'state_dict', 'meta'}`` of the plain
+detector. For a distilled run the state dict is the student's only (no teacher, no KD-loss modules) and
+``meta['model_config']`` holds the student's model config as Python source, so the file loads into a plain
+mmdet detector built from it (``pgd.train.plain_model_config`` gives the same dict from ``config.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+RUN_INFO_KEY = "run_info"  # top-level config key: run id, profile and the MLflow tags of this run
+MODEL_FILE = "model.pth"
+CONFIG_FILE = "config.py"
+
+
+class TrainError(RuntimeError):
+    """Bad command line or inconsistent run directory."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# command line
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pgd train", description=__doc__.split("\n\n")[0])
+    src = p.add_argument_group("what to train (a matrix row, explicit fields, or an mmengine config file)")
+    src.add_argument("--run", help="run id: a row of the experiment matrix (configs/experiments.yaml)")
+    src.add_argument("--matrix", default="configs/experiments.yaml", help="experiment matrix (default %(default)s)")
+    src.add_argument("--config", help="an mmengine config file to train as it is (no composition)")
+    src.add_argument("--detector", help="fcos | autoassign | atss | gfl | ddod")
+    src.add_argument("--backbone", help="r101 | r50 | mbv2")
+    src.add_argument("--role", choices=["teacher", "student"])
+    src.add_argument("--method", help="KD method (configs/distill/<method>.py); omit for a plain detector")
+    src.add_argument("--teacher-run", help="run id of the teacher (its run dir is beside this one)")
+    src.add_argument("--teacher-dir", help="teacher run directory (overrides --teacher-run's location)")
+    src.add_argument("--dataset", default=None, help="coco | crowdhuman (default: coco or the matrix row's)")
+    p.add_argument("--profile", default="mini", help="mini | paper (default %(default)s)")
+    p.add_argument("--results", default=os.environ.get("PGD_RESULTS", "results"),
+                   help="results root; run dirs are <results>/<profile>/runs/<run_id> (default %(default)s)")
+    p.add_argument("--work-dir", help="run directory (default <results>/<profile>/runs/<run_id>)")
+    p.add_argument("--run-id", help="run name for MLflow with explicit fields (default: the work dir's name)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, value parsed as a Python literal (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: $PGD_THREADS, else torch's default)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log this run to MLflow")
+    return p
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``['a.b=3', 'c=[1, 2]', 'd=adamw']`` -> ``{'a.b': 3, 'c': [1, 2], 'd': 'adamw'}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise TrainError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # bare words are strings: --set optim_wrapper.optimizer.type=AdamW
+        out[key.strip()] = value
+    return out
+
+
+def set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads is None and os.environ.get("PGD_THREADS"):
+        try:
+            threads = int(os.environ["PGD_THREADS"])
+        except ValueError as err:
+            raise TrainError(f"PGD_THREADS must be an integer, got {os.environ['PGD_THREADS']!r}") from err
+    if threads is None:
+        return
+    if threads < 1:
+        raise TrainError(f"thread count must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    # data-loader workers and OpenCV read these when they start
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# composing the config
+
+def _matrix_row(args) -> dict[str, Any]:
+    from pgd.matrix import load_matrix
+
+    matrix = load_matrix(args.matrix)
+    rows = matrix.rows if hasattr(matrix, "rows") else matrix
+    for row in (rows.values() if isinstance(rows, Mapping) else rows):
+        row_id = row["id"] if isinstance(row, Mapping) else row.id
+        if row_id == args.run:
+            return dict(row) if isinstance(row, Mapping) else dict(vars(row))
+    raise TrainError(f"run {args.run!r} is not in the experiment matrix {args.matrix}")
+
+
+def _run_dir(results: str, profile: str, run_id: str) -> Path:
+    return Path(results) / profile / "runs" / run_id
+
+
+def _teacher_spec(args, teacher_run: str | None) -> dict[str, str] | None:
+    if args.teacher_dir is None and teacher_run is None:
+        return None
+    tdir = Path(args.teacher_dir) if args.teacher_dir else _run_dir(args.results, args.profile, teacher_run)
+    spec = {"config": str(tdir / CONFIG_FILE), "checkpoint": str(tdir / MODEL_FILE)}
+    for path in spec.values():
+        if not Path(path).is_file():
+            raise TrainError(f"teacher file missing: {path} (train the teacher run first)")
+    return spec
+
+
+def compose(args) -> tuple[Any, dict[str, Any]]:
+    """(mmengine Config, run_info) from the command line."""
+    from mmengine.config import Config
+
+    overrides = parse_overrides(args.overrides)
+    if args.config:
+        if args.run or args.detector:
+            raise TrainError("--config trains a config file as it is; do not combine it with --run/--detector")
+        if not Path(args.config).is_file():
+            raise TrainError(f"config file not found: {args.config}")
+        cfg = Config.fromfile(args.config)
+        run_id = args.run_id or Path(args.work_dir or args.config).stem
+        if args.work_dir is None:
+            raise TrainError("--config needs --work-dir")
+        cfg.merge_from_dict(overrides)
+        info = {"run_id": run_id, "profile": args.profile, "detector": "", "method": "", "role": "",
+                "dataset": "", "tables": ""}
+        return cfg, info
+
+    from pgd.config import compose_config
+
+    if args.run:
+        row = _matrix_row(args)
+        fields = {k: row.get(k) for k in ("detector", "backbone", "role", "dataset", "method", "teacher")}
+        fields["method_overrides"] = row.get("method_overrides") or None
+        run_id = args.run
+        tables = row.get("tables") or sorted({c["table"] for c in row.get("cells", []) if "table" in c})
+    else:
+        missing = [f"--{n}" for n in ("detector", "backbone", "role") if getattr(args, n) is None]
+        if missing:
+            raise TrainError(f"give --run <id>, --config FILE, or all of --detector --backbone --role "
+                             f"(missing {' '.join(missing)})")
+        if args.method and not (args.teacher_run or args.teacher_dir):
+            raise TrainError(f"--method {args.method} needs --teacher-run or --teacher-dir")
+        fields = {"detector": args.detector, "backbone": args.backbone, "role": args.role,
+                  "dataset": args.dataset, "method": args.method, "teacher": args.teacher_run,
+                  "method_overrides": None}
+        if args.work_dir is None and args.run_id is None:
+            raise TrainError("explicit fields need --work-dir or --run-id")
+        run_id = args.run_id or Path(args.work_dir).name
+        tables = []
+    dataset = args.dataset or fields["dataset"] or "coco"
+    work_dir = args.work_dir or str(_run_dir(args.results, args.profile, run_id))
+    teacher = _teacher_spec(args, fields["teacher"]) if fields["method"] else None
+    cfg = compose_config(
+        fields["detector"], fields["backbone"], args.profile, fields["role"], dataset=dataset,
+        method=fields["method"], method_overrides=fields["method_overrides"], teacher=teacher,
+        work_dir=work_dir, seed=args.seed, overrides=overrides)
+    info = {"run_id": run_id, "profile": args.profile, "detector": fields["detector"],
+            "backbone": fields["backbone"], "method": fields["method"] or "none", "role": fields["role"],
+            "dataset": dataset, "tables": ",".join(tables)}
+    args.work_dir = work_dir
+    return cfg, info
+
+
+def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
+    """Work dir, seed, launcher / distributed backend, resume and the MLflow backend: the same for every run."""
+    import torch
+
+    cfg.work_dir = str(Path(args.work_dir).resolve())
+    cfg[RUN_INFO_KEY] = dict(info)
+    cfg.randomness = dict(seed=args.seed, deterministic=False)
+    cfg.launcher = args.launcher
+    env = cfg.setdefault("env_cfg", {})
+    env.setdefault("dist_cfg", {})
+    # gloo on CPU-only hosts, nccl on GPUs: the same run then works on a laptop and on the cluster
+    env["dist_cfg"]["backend"] = "nccl" if torch.cuda.is_available() else "gloo"
+    if args.launcher != "none" and not torch.cuda.is_available():
+        # mmengine passes device_ids=[LOCAL_RANK], which torch's DDP rejects for a CPU module
+        cfg.model_wrapper_cfg = dict(type="CPUDistributedDataParallel", broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get("find_unused_parameters", False))
+    cfg.resume = bool(args.resume)
+    if args.resume:
+        cfg.load_from = None  # None + resume=True: mmengine picks <work_dir>/last_checkpoint
+    if not args.no_mlflow:
+        from pgd import tracking
+
+        vis = cfg.get("visualizer") or dict(type="DetLocalVisualizer", name="visualizer")
+        backends = [b for b in vis.get("vis_backends", [dict(type="LocalVisBackend")])
+                    if b.get("type") != "MLflowVisBackend"]
+        backends.append(tracking.vis_backend_cfg(
+            profile=info["profile"], run_name=info["run_id"], results_root=args.results,
+            tags={k: str(info.get(k) or "") for k in ("tables", "detector", "method", "role")}))
+        vis["vis_backends"] = backends
+        cfg.visualizer = vis
+
+
+# ----------------------------------------------------------------------------------------------------------
+# model.pth
+
+def plain_model_config(cfg) -> dict[str, Any]:
+    """The plain detector's model config: the student's for a distiller, else ``cfg.model``."""
+    model = cfg["model"]
+    if "student" in model:
+        return model["student"]
+    return model
+
+
+def _unwrap(model):
+    from mmengine.model import is_model_wrapper
+
+    return model.module if is_model_wrapper(model) else model
+
+
+def detector_state_dict(model) -> dict[str, Any]:
+    """State dict of the deployable detector: a distiller (it has ``.student``) contributes the student only."""
+    model = _unwrap(model)
+    target = model.student if hasattr(model, "student") else model
+    return {k: v.detach().cpu() for k, v in target.state_dict().items()}
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save through a temporary file in the same directory + os.replace: no partial model.pth ever."""
+    import torch
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_model(model, cfg, path: str | os.PathLike, extra_meta: Mapping[str, Any] | None = None) -> None:
+    """Write ``model.pth``: {'state_dict': plain detector weights, 'meta': {...}} (weights_only-loadable)."""
+    import mmdet
+    import torch
+    from mmengine.config import Config
+
+    model_cfg = Config(dict(model=_to_plain(plain_model_config(cfg))))
+    meta = {
+        "model_config": model_cfg.pretty_text,  # Python source: loadable under weights_only, diffable
+        "run_info": {k: str(v) for k, v in (cfg.get(RUN_INFO_KEY) or {}).items()},
+        "mmdet_version": str(mmdet.__version__),
+        "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-safe
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    meta.update(extra_meta or {})
+    atomic_torch_save({"state_dict": detector_state_dict(model), "meta": meta}, path)
+
+
+def _to_plain(obj: Any) -> Any:
+    """ConfigDict / tuples -> plain dicts / lists of builtins (what weights_only unpickling accepts)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _dataset_meta(runner) -> dict[str, Any]:
+    try:
+        meta = runner.train_dataloader.dataset.metainfo
+    except Exception:  # noqa: BLE001  (a dataset without metainfo just means no class names in meta)
+        return {}
+    return {"dataset_meta": _to_plain({k: v for k, v in meta.items() if k in ("classes", "palette")})}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# distributed on CPU
+
+def _register_cpu_ddp() -> None:
+    from mmengine.model import MMDistributedDataParallel
+    from mmengine.registry import MODEL_WRAPPERS
+
+    if "CPUDistributedDataParallel" in MODEL_WRAPPERS.module_dict:
+        return
+
+    @MODEL_WRAPPERS.register_module()
+    class CPUDistributedDataParallel(MMDistributedDataParallel):
+        """MMDistributedDataParallel for CPU modules (gloo): torch's DDP wants device_ids=None there."""
+
+        def __init__(self, module, device_ids=None, **kwargs):
+            on_gpu = next(module.parameters()).is_cuda
+            super().__init__(module=module, device_ids=device_ids if on_gpu else None, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def train(args) -> Path:
+    from mmengine.config import Config
+    from mmengine.dist import is_main_process
+    from mmengine.runner import Runner
+
+    from pgd.checkpoint import safe_globals_context
+
+    set_threads(args.threads)
+    cfg, info = compose(args)
+    apply_runtime(cfg, args, info)
+    work_dir = Path(cfg.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config_path = work_dir / CONFIG_FILE
+    # the process group does not exist yet (is_main_process() is True everywhere): use torchrun's RANK
+    if int(os.environ.get("RANK", "0")) == 0:
+        _dump_config_atomic(cfg, config_path)
+    else:
+        _wait_for(config_path)
+    cfg = Config.fromfile(str(config_path))
+    _register_cpu_ddp()
+
+    runner = Runner.from_cfg(cfg)
+    # resume and load_from go through torch.load; mmengine's checkpoints pickle message-hub objects that
+    # torch >= 2.6's weights_only loader refuses unless allow-listed
+    with safe_globals_context():
+        runner.train()
+    model_path = work_dir / MODEL_FILE
+    if is_main_process():
+        export_model(runner.model, cfg, model_path,
+                     {"iter": runner.iter, "epoch": runner.epoch, "seed": args.seed, **_dataset_meta(runner)})
+    return model_path
+
+
+def _dump_config_atomic(cfg, path: Path) -> None:
+    from pgd.evaluation.metrics import atomic_write_text
+
+    atomic_write_text(path, cfg.pretty_text)
+
+
+def _wait_for(path: Path, timeout: float = 120.0) -> None:
+    # torchrun ranks > 0 read the config rank 0 writes; the process group does not exist yet to barrier on
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise TrainError(f"rank {os.environ.get('RANK')} waited {timeout:.0f}s for {path}")
+        time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        path = train(args)
+    except TrainError as err:
+        print(f"pgd train: error: {err}", file=sys.stderr)
+        return 2
+    print(f"pgd train: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
