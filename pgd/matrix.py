@@ -375,3 +375,19 @@ def _check_cells_unique(m: Matrix, where: str) -> None:
             if c in owner:
                 raise MatrixError(f"{where}: cell {c} is fed by both {owner[c]!r} and {r.id!r}")
             owner[c] = r.id
+
+
+# Figures: which runs each one draws on (Figs. 2 and 3 show the five COCO teachers, Figs. 1 and 5 use ATSS, as the
+# paper does). Kept beside the matrix so Snakemake's inputs and `pgd figure` agree.
+FIGURES = (1, 2, 3, 5)
+FIG1_TEACHER = "atss_r101_teacher"
+FIG5_RUNS = ("atss_r50_student", "atss_r50_pgd")
+
+
+def figure_runs(matrix: Matrix, fig: int) -> list[Run]:
+    if fig not in FIGURES:
+        raise MatrixError(f"unknown figure {fig!r}; the paper's result figures are {FIGURES}")
+    if fig in (2, 3):
+        return [r for r in matrix.teachers if r.dataset == "coco"]
+    ids = (FIG1_TEACHER,) if fig == 1 else FIG5_RUNS
+    return [matrix[i] for i in ids]

@@ -1,0 +1,79 @@
+# Shared helpers: the matrix, the profile's seeds and paths, resources and the environment of every job.
+import re
+import shlex
+import sys
+
+from pgd.matrix import TABLES, FIGURES, check_seeds, figure_runs, load_matrix, run_name
+
+PROFILE = config["profile"]
+MATRIX_FILE = os.path.join(workflow.basedir, config["matrix"])
+MATRIX = load_matrix(MATRIX_FILE)
+SEEDS = check_seeds(config["seeds"])
+RESULTS = config["results"]
+OUT = f"{RESULTS}/{PROFILE}"
+RUNS = f"{OUT}/runs"
+LOGS = f"{OUT}/logs"
+TABLE_DIR = f"{OUT}/tables"
+FIG_DIR = f"{OUT}/figures"
+REPORT = f"{OUT}/report.md"
+
+TEACHERS = MATRIX.teacher_instances(SEEDS)
+STUDENTS = MATRIX.student_instances(SEEDS)
+INSTANCES = {i.name: i for i in TEACHERS + STUDENTS}
+COCO_TEACHERS = [i for i in TEACHERS if i.run.dataset == "coco"]
+
+
+def _alternation(names):
+    # wildcard constraints: exactly these run names, so the two training rules never compete for an output
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!)"
+
+
+TEACHER_RE = _alternation(i.name for i in TEACHERS)
+STUDENT_RE = _alternation(i.name for i in STUDENTS)
+RUN_RE = _alternation(INSTANCES)
+COCO_TEACHER_RE = _alternation(i.name for i in COCO_TEACHERS)
+TABLE_STEMS = {stem: tid for tid, (stem, _) in TABLES.items()}
+
+
+def run_path(name, filename=""):
+    return f"{RUNS}/{name}/{filename}" if filename else f"{RUNS}/{name}"
+
+
+def res(rule_name, key):
+    return config["resources"][rule_name][key]
+
+
+def resources_of(rule_name):
+    """Snakemake resources of a rule from the profile (`gpu` is the SLURM executor plugin's GPU count)."""
+    r = config["resources"][rule_name]
+    return dict(mem_mb=r["mem_mb"], gpu=r["gpu"], runtime=r["runtime"])
+
+
+# ------------------------------------------------------------------ data locations per profile
+if config["data"]["generate"]:
+    COCO_ROOT = f"{RESULTS}/data/synth_coco"
+    CROWD_ROOT = f"{RESULTS}/data/synth_crowd"
+    COCO_FILES = {"train": f"{COCO_ROOT}/annotations/instances_train.json",
+                  "val": f"{COCO_ROOT}/annotations/instances_val.json"}
+    COCO_VAL_IMAGES = f"{COCO_ROOT}/images/val"
+else:
+    COCO_ROOT = config["coco_root"]
+    CROWD_ROOT = config["crowdhuman_root"]
+    COCO_FILES = {"train": f"{COCO_ROOT}/annotations/instances_train2017.json",
+                  "val": f"{COCO_ROOT}/annotations/instances_val2017.json"}
+    COCO_VAL_IMAGES = f"{COCO_ROOT}/val2017"
+CROWD_FILES = {"train": f"{CROWD_ROOT}/annotation_train.odgt", "val": f"{CROWD_ROOT}/annotation_val.odgt"}
+
+
+def data_files(dataset):
+    return list((COCO_FILES if dataset == "coco" else CROWD_FILES).values())
+
+
+# The interpreter running Snakemake runs the jobs too (no reliance on `pgd` being on PATH).
+PYTHON = shlex.quote(sys.executable)
+PGD = f"{PYTHON} -m pgd.cli"
+
+# Every job sees the dataset roots (configs read $PGD_COCO_ROOT / $PGD_CROWDHUMAN_ROOT) and the results root.
+ENV = (f"PGD_COCO_ROOT={shlex.quote(os.path.abspath(COCO_ROOT))} "
+       f"PGD_CROWDHUMAN_ROOT={shlex.quote(os.path.abspath(CROWD_ROOT))} "
+       f"PGD_RESULTS={shlex.quote(RESULTS)} PGD_MATRIX={shlex.quote(MATRIX_FILE)}")
