@@ -147,6 +147,10 @@ class BaseKDLoss(nn.Module):
         if cls.supported_detectors is not None and detector not in cls.supported_detectors:
             raise ConfigError(f'{cls.__name__} supports only {list(cls.supported_detectors)}, not {detector!r}')
 
+    def bind_detector(self, detector: str) -> None:
+        """Called by the distiller once, after :meth:`check_detector`, with the detector family (e.g. 'atss'), for
+        losses whose defaults depend on it. No-op by default."""
+
     @staticmethod
     def check_keys(losses: dict[str, Tensor], owner: str) -> dict[str, Tensor]:
         """Fail early if a loss forgot the 'loss_' prefix (mmengine would silently not back-propagate it)."""
