@@ -1,1 +1,4 @@
-"""Custom detection heads (registered in mmdet MODELS)."""
+"""Custom detection heads registered in mmdet's MODELS."""
+from .atss_iou_head import ATSSIoUHead
+
+__all__ = ['ATSSIoUHead']

@@ -1,0 +1,4 @@
+# atss with a ResNet-101 backbone (the teacher).
+_base_ = '../_base_/models/atss_r50_fpn.py'
+
+model = dict(backbone=dict(depth=101))

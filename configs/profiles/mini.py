@@ -1,0 +1,55 @@
+# Mini profile: the whole pipeline on the embedded synthetic data, on CPU, in about an hour (budget below).
+#
+# A profile sets scale only: data, image sizes, batch, schedule, optimiser, backbone initialisation and BN mode,
+# evaluation. It never changes the architecture (configs/detectors); pgd.config.compose_config applies it.
+#
+# * data: results/data/synth_coco and results/data/synth_crowd (written by `pgd data`).
+# * images: the paper's 1333x800 test scale shrunk to 213x128; teachers train multi-scale over short sides
+#   77..154 (the paper's 480..960 range, same ratio to the test scale).
+# * from scratch: no pretrained weights exist offline, and BN stays trainable (norm_eval=False, nothing frozen):
+#   frozen BN only makes sense around pretrained statistics; frozen random-init BN would just be a fixed affine.
+# * iteration-based schedules with the paper's shape (linear warm-up, x0.1 steps at 8/12 and 11/12 of the run;
+#   the teacher trains 3x as long as a student, like 3x vs 1x).
+# TODO(budget): numbers below are provisional until measured on the synthetic data (see report).
+datasets = dict(coco='synth_coco', crowdhuman='synth_crowdhuman')
+img_scale = dict(coco=(213, 128), crowdhuman=(213, 128))  # (w, h): single-scale train and test
+ms_scale_range = dict(coco=[(213, 77), (213, 154)], crowdhuman=[(213, 77), (213, 154)])  # teachers
+
+train_batch_size = 4
+num_workers = 0  # 1 torch thread per job, 2 jobs at once: worker processes would only compete for the 2 cores
+eval_images = None
+
+_student_iters = 300
+_teacher_iters = 3 * _student_iters
+_warmup = 50
+
+
+def _schedule(iters):
+    return dict(
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters, val_begin=iters + 1),
+        val_cfg=dict(type='ValLoop'),
+        test_cfg=dict(type='TestLoop'),
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=_warmup),
+            dict(type='MultiStepLR', begin=0, end=iters, by_epoch=False,
+                 milestones=[iters * 8 // 12, iters * 11 // 12], gamma=0.1),
+        ],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=iters, by_epoch=False,
+                                           max_keep_ckpts=1)),
+        log_processor=dict(type='LogProcessor', window_size=10, by_epoch=False),
+    )
+
+
+schedules = dict(student=_schedule(_student_iters), teacher=_schedule(_teacher_iters))
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001),
+    clip_grad=dict(max_norm=35, norm_type=2))
+auto_scale_lr = dict(enable=False, base_batch_size=train_batch_size)
+
+_scratch = dict(init_cfg=None, norm_eval=False, norm_cfg=dict(type='BN', requires_grad=True))
+backbone = dict(r50=dict(frozen_stages=-1, **_scratch), r101=dict(frozen_stages=-1, **_scratch),
+                mbv2=dict(frozen_stages=-1, **_scratch))
+
+runtime = dict(default_hooks=dict(logger=dict(interval=10)))

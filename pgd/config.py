@@ -1,0 +1,252 @@
+"""Compose one run's mmengine Config from the config tree (docs/ARCHITECTURE.md, "Configs").
+
+A run = architecture (configs/detectors/<detector>_<backbone>.py)
+      + data (configs/_base_/datasets/<profile.datasets[dataset]>.py)
+      + schedule (configs/_base_/schedules/<profile.schedules[role]>.py, or a dict in the profile)
+      + runtime (configs/_base_/default_runtime.py)
+      + the profile's scale settings (configs/profiles/<profile>.py)
+      + optionally the distiller wrapper (configs/distill/<method>.py)
+      + dotted overrides, applied last.
+
+The profile never touches the architecture except the backbone's init / frozen-stage / BN-mode keys, so a mini
+run and a paper run of the same detector build the same network.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from mmengine.config import Config, ConfigDict
+
+DETECTORS = ('fcos', 'autoassign', 'atss', 'gfl', 'ddod')
+BACKBONES = ('r101', 'r50', 'mbv2')
+ROLES = ('teacher', 'student')
+DATASETS = ('coco', 'crowdhuman')
+# keys of the distiller itself; every other method_overrides key goes to the KD loss configs
+DISTILLER_KEYS = ('init_student', 'teacher_guided_assign')
+# what a profile may set on a backbone: initialisation and BN / freezing mode, nothing structural
+PROFILE_BACKBONE_KEYS = ('init_cfg', 'frozen_stages', 'norm_eval', 'norm_cfg')
+# the profile keys compose_config reads (an unknown key is a typo, not a silent no-op)
+PROFILE_KEYS = {'datasets', 'schedules', 'img_scale', 'ms_scale_range', 'train_batch_size', 'num_workers',
+                'eval_images', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime'}
+
+
+class ConfigCompositionError(ValueError):
+    """A run cannot be composed (unknown detector, missing file, malformed profile...)."""
+
+
+def config_root() -> Path:
+    """The `configs/` directory of this checkout ($PGD_CONFIG_ROOT overrides it)."""
+    env = os.environ.get('PGD_CONFIG_ROOT')
+    return Path(env) if env else Path(__file__).resolve().parent.parent / 'configs'
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in (config_root() / 'profiles').glob('*.py'))
+
+
+def available_methods() -> list[str]:
+    return sorted(p.stem for p in (config_root() / 'distill').glob('*.py') if not p.stem.startswith('_'))
+
+
+def _choose(kind: str, value: Any, allowed) -> str:
+    if value not in allowed:
+        raise ConfigCompositionError(f'unknown {kind} {value!r}; expected one of {sorted(allowed)}')
+    return value
+
+
+def _load(path: Path, what: str) -> Config:
+    if not path.is_file():
+        raise ConfigCompositionError(f'{what} config not found: {path}')
+    return Config.fromfile(str(path))
+
+
+def load_profile(profile: str) -> Config:
+    _choose('profile', profile, available_profiles())
+    prof = _load(config_root() / 'profiles' / f'{profile}.py', 'profile')
+    unknown = {k for k in prof.keys() if not k.startswith('_')} - PROFILE_KEYS
+    if unknown:
+        raise ConfigCompositionError(f'profile {profile!r} sets unknown keys {sorted(unknown)}; '
+                                     f'a profile may set only {sorted(PROFILE_KEYS)}')
+    missing = {'datasets', 'schedules', 'img_scale', 'train_batch_size', 'optim_wrapper', 'backbone'} - set(prof)
+    if missing:
+        raise ConfigCompositionError(f'profile {profile!r} lacks required keys {sorted(missing)}')
+    return prof
+
+
+def _merge(cfg: Config, other: Mapping) -> None:
+    """mmengine's merge (honours `_delete_`), for nested plain dicts."""
+    cfg.merge_from_dict(dict(other), allow_list_keys=False)
+
+
+def _set_resize(pipeline: list, transform: dict, where: str) -> None:
+    idx = [i for i, t in enumerate(pipeline) if t['type'] in ('Resize', 'RandomResize', 'RandomChoiceResize')]
+    if len(idx) != 1:
+        raise ConfigCompositionError(f'{where} must hold exactly one resize transform, found {len(idx)}')
+    pipeline[idx[0]] = transform
+
+
+def _apply_data(cfg: Config, prof: Config, role: str, dataset: str) -> None:
+    scale = tuple(prof.img_scale[dataset])
+    train_pipe = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
+    if role == 'teacher' and prof.get('ms_scale_range'):
+        # mmdet 2's multiscale_mode='range': sample (long, short) uniformly between the two scales
+        resize = dict(type='RandomResize', scale=[tuple(s) for s in prof.ms_scale_range[dataset]], keep_ratio=True)
+    else:
+        resize = dict(type='Resize', scale=scale, keep_ratio=True)
+    _set_resize(train_pipe, resize, 'train pipeline')
+    test_pipe = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
+    _set_resize(test_pipe, dict(type='Resize', scale=scale, keep_ratio=True), 'test pipeline')
+
+    cfg.train_dataloader.dataset.pipeline = train_pipe
+    cfg.train_dataloader.batch_size = int(prof.train_batch_size)
+    workers = int(prof.get('num_workers', 2))
+    for key in ('val_dataloader', 'test_dataloader'):
+        loader = copy.deepcopy(cfg[key])
+        loader.dataset.pipeline = copy.deepcopy(test_pipe)
+        loader.num_workers = workers
+        loader.persistent_workers = workers > 0
+        if prof.get('eval_images'):
+            loader.dataset.indices = int(prof.eval_images)
+        cfg[key] = loader
+    cfg.train_dataloader.num_workers = workers
+    cfg.train_dataloader.persistent_workers = workers > 0
+
+
+def _apply_schedule(cfg: Config, prof: Config, role: str) -> None:
+    sched = prof.schedules[role]
+    if isinstance(sched, str):
+        sched = _load(config_root() / '_base_' / 'schedules' / f'{sched}.py', 'schedule').to_dict()
+    for key, value in dict(sched).items():
+        if key == 'default_hooks':
+            _merge(cfg, {'default_hooks': value})
+        else:
+            cfg[key] = copy.deepcopy(value)
+    cfg.optim_wrapper = copy.deepcopy(prof.optim_wrapper)
+    if prof.get('auto_scale_lr') is not None:
+        cfg.auto_scale_lr = copy.deepcopy(prof.auto_scale_lr)
+
+
+def _apply_backbone(model: ConfigDict, prof: Config, backbone: str) -> None:
+    settings = dict(prof.backbone.get(backbone) or {})
+    bad = set(settings) - set(PROFILE_BACKBONE_KEYS)
+    if bad:
+        raise ConfigCompositionError(f'profile backbone settings for {backbone} may only set '
+                                     f'{PROFILE_BACKBONE_KEYS}, not {sorted(bad)}')
+    for key, value in settings.items():
+        model.backbone[key] = copy.deepcopy(value)
+
+
+def _set_data_root(cfg: Config, root: str) -> None:
+    """Point every dataset and evaluator of the run at another root (tests, relocated data)."""
+    old = None
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        ds = cfg[key].dataset
+        old = old or ds.data_root
+        ds.data_root = root
+    for key in ('val_evaluator', 'test_evaluator'):
+        ev = cfg.get(key)
+        if ev and isinstance(ev.get('ann_file'), str) and old and ev.ann_file.startswith(old):
+            ev.ann_file = os.path.join(root, ev.ann_file[len(old):])
+
+
+def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: str, method: str,
+                   method_overrides: Mapping | None, teacher) -> dict:
+    _choose('method', method, available_methods())
+    dcfg = _load(config_root() / 'distill' / f'{method}.py', 'distill')
+    if 'distill' not in dcfg:
+        raise ConfigCompositionError(f'configs/distill/{method}.py must define `distill = dict(kd_losses=[...])`')
+    distill = copy.deepcopy(dcfg.distill.to_dict())
+    kd_losses = distill.get('kd_losses')
+    if not kd_losses:
+        raise ConfigCompositionError(f'configs/distill/{method}.py: distill.kd_losses is empty')
+    # per-detector hyper-parameters (e.g. PGD's alpha/K/tau), most specific last
+    per = dcfg.get('detector_overrides') or {}
+    loss_updates: dict = {}
+    for key in (detector, f'{detector}_{backbone}', f'{detector}_{dataset}'):
+        loss_updates.update(dict(per.get(key) or {}))
+    dist_updates = {}
+    for key, value in dict(method_overrides or {}).items():
+        (dist_updates if key in DISTILLER_KEYS else loss_updates)[key] = value
+    for loss in kd_losses:
+        loss.update(copy.deepcopy(loss_updates))
+    distill.update(dist_updates)
+
+    if teacher is None:
+        raise ConfigCompositionError(f'method {method!r} needs a teacher (a run directory or '
+                                     'dict(config=..., checkpoint=...))')
+    if isinstance(teacher, (str, os.PathLike)):
+        run_dir = Path(teacher)
+        teacher = dict(config=str(run_dir / 'config.py'), checkpoint=str(run_dir / 'model.pth'))
+    teacher = dict(teacher)
+    if not ({'config', 'checkpoint'} <= set(teacher) or 'teacher_model' in teacher):
+        raise ConfigCompositionError(f'teacher must give config and checkpoint, got keys {sorted(teacher)}')
+    model = dict(type='DistillDetector', student=student.to_dict())
+    if 'teacher_model' in teacher:  # tests: an untrained teacher built from a model config
+        model['teacher_model'] = teacher['teacher_model']
+    else:
+        model['teacher'] = teacher
+    model.update(distill)
+    return model
+
+
+def compose_config(detector: str, backbone: str, profile: str, role: str, dataset: str = 'coco',
+                   method: str | None = None, method_overrides: Mapping | None = None, teacher=None,
+                   work_dir: str | os.PathLike | None = None, seed: int = 0,
+                   overrides: Mapping | None = None) -> Config:
+    """The full mmengine Config of one run (see the module docstring for the layers).
+
+    `teacher` is a teacher run directory (holding config.py and model.pth) or dict(config=..., checkpoint=...).
+    `overrides` are dotted keys applied last (`train_cfg.max_iters=20`); the plain key `data_root` re-points
+    every dataset and evaluator of the run.
+    """
+    _choose('detector', detector, DETECTORS)
+    _choose('backbone', backbone, BACKBONES)
+    _choose('role', role, ROLES)
+    _choose('dataset', dataset, DATASETS)
+    prof = load_profile(profile)
+    root = config_root()
+
+    cfg = _load(root / '_base_' / 'default_runtime.py', 'runtime')
+    data_name = prof.datasets.get(dataset)
+    if not data_name:
+        raise ConfigCompositionError(f'profile {profile!r} names no data for dataset {dataset!r}')
+    data = _load(root / '_base_' / 'datasets' / f'{data_name}.py', 'dataset')
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator', 'test_evaluator'):
+        cfg[key] = copy.deepcopy(data[key])
+    arch = _load(root / 'detectors' / f'{detector}_{backbone}.py', 'detector')
+    cfg.custom_imports = copy.deepcopy(arch.custom_imports)
+    model = copy.deepcopy(arch.model)
+    model.bbox_head.num_classes = int(data.num_classes)
+    _apply_backbone(model, prof, backbone)
+
+    _apply_data(cfg, prof, role, dataset)
+    _apply_schedule(cfg, prof, role)
+    if prof.get('runtime'):
+        _merge(cfg, prof.runtime)
+
+    if method is not None:
+        cfg.model = _distill_model(model, detector, backbone, dataset, method, method_overrides, teacher)
+    else:
+        if method_overrides:
+            raise ConfigCompositionError('method_overrides given without a method')
+        cfg.model = model
+
+    cfg.randomness = dict(seed=int(seed), deterministic=False)
+    if work_dir is not None:
+        cfg.work_dir = str(work_dir)
+    # what the run is, for the train/eval entry points and MLflow tags (not read by mmengine)
+    cfg.pgd = dict(detector=detector, backbone=backbone, profile=profile, role=role, dataset=dataset,
+                   method=method, method_overrides=dict(method_overrides or {}))
+
+    overrides = dict(overrides or {})
+    if 'data_root' in overrides:
+        _set_data_root(cfg, str(overrides.pop('data_root')))
+    if overrides:
+        try:
+            cfg.merge_from_dict(overrides, allow_list_keys=True)
+        except (KeyError, TypeError, IndexError, AttributeError) as err:
+            raise ConfigCompositionError(f'cannot apply overrides {overrides}: {err}') from err
+    return cfg

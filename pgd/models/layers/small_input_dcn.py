@@ -1,0 +1,48 @@
+"""A DeformConv2dPack that accepts feature maps smaller than its kernel.
+
+mmcv's DeformConv2d.forward zero-pads inputs smaller than the kernel, but DeformConv2dPack.forward (what the 'DCN'
+conv_cfg builds, e.g. the first tower conv of DDODHead) calls the op directly and fails with
+"input image is smaller than kernel". At the mini profile's image sizes P7 is 1x1 or 2x2, so DDOD could not run.
+
+The fix pads the input with zeros at the bottom/right up to the kernel's extent, runs the unchanged layer and crops
+the output back to the size the unpadded input gives. This is exact, not an approximation: a zero row/column
+beyond the border is what both the zero-padding of the offset conv and DCN's bilinear sampling (which reads 0
+outside the map) already see there, so outputs at the original positions do not change.
+
+Registration: DDODHead hard-codes ``conv_cfg=dict(type='DCN')`` for its first conv (its ``conv_cfg`` argument
+does not reach that layer), so a new name alone would not be picked up. The class is therefore registered as
+'DCN' with ``force=True`` in mmengine's root MODELS registry (where mmcv registers 'DCN'; mmdet's scope falls back
+to it), and also as 'SmallInputDCN' for explicit use. On inputs at least as large as the kernel it computes
+exactly what DeformConv2dPack computes (tests/test_heads.py), with the same parameters and state-dict keys, so
+every other 'DCN' user (e.g. ResNet dcn stages) is unaffected.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from mmcv.ops import DeformConv2dPack
+from mmengine.registry import MODELS
+from torch import Tensor
+
+
+def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@MODELS.register_module('SmallInputDCN')
+@MODELS.register_module('DCN', force=True)
+class SmallInputDeformConv2dPack(DeformConv2dPack):
+    """DeformConv2dPack that zero-pads inputs smaller than the kernel and crops the output back."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        kh, kw = self.kernel_size
+        h, w = x.shape[-2:]
+        pad_h, pad_w = max(kh - h, 0), max(kw - w, 0)
+        if not (pad_h or pad_w):
+            return super().forward(x)
+        out_h = _out_size(h, kh, self.stride[0], self.padding[0], self.dilation[0])
+        out_w = _out_size(w, kw, self.stride[1], self.padding[1], self.dilation[1])
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f'{type(self).__name__}: a {h}x{w} input gives an empty output for kernel '
+                             f'{self.kernel_size}, padding {self.padding}, dilation {self.dilation}')
+        out = super().forward(F.pad(x, (0, pad_w, 0, pad_h)).contiguous())
+        return out[:, :, :out_h, :out_w].contiguous()
