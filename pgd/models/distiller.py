@@ -144,13 +144,14 @@ class DistillDetector(BaseDetector):
         teacher_model: alternatively a teacher model config built with random weights (tests).
         kd_losses: registered :class:`BaseKDLoss` configs; each gets the step's :class:`KDContext`.
         init_student: copy the teacher's neck and head tensors into the student where shapes match.
-        teacher_guided_assign: DDOD only - the student's own label assignment uses the teacher's predictions.
+        teacher_guided_assign: DDOD only - the student's own label assignment uses the teacher's predictions;
+            'auto' = True for DDOD, False otherwise.
         data_preprocessor: defaults to the student's.
     """
 
     def __init__(self, student: dict, teacher: dict | None = None, teacher_model: dict | None = None,
                  kd_losses: list[dict] | None = None, init_student: bool = True,
-                 teacher_guided_assign: bool = False, data_preprocessor: dict | None = None,
+                 teacher_guided_assign: bool | str = False, data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None) -> None:
         student = _as_cfg(student)
         if data_preprocessor is None:
@@ -173,6 +174,10 @@ class DistillDetector(BaseDetector):
         if teacher_net.bbox_head.num_classes != self.student.bbox_head.num_classes:
             raise ConfigError(f'DistillDetector: teacher has {teacher_net.bbox_head.num_classes} classes, student '
                               f'{self.student.bbox_head.num_classes}')
+        if teacher_guided_assign == 'auto':
+            teacher_guided_assign = self.detector == 'ddod'
+        if not isinstance(teacher_guided_assign, bool):
+            raise ConfigError(f"teacher_guided_assign must be True, False or 'auto', got {teacher_guided_assign!r}")
         if teacher_guided_assign and self.detector != 'ddod':
             raise ConfigError(f'teacher_guided_assign is DDOD-only (kd-methods 1.8), detector is {self.detector}')
         self.teacher_guided_assign = teacher_guided_assign
