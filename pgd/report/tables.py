@@ -1,0 +1,292 @@
+"""`pgd table`: the paper's Tables 1-7 from the runs' metrics.json, as LaTeX (pandas Styler, booktabs) and CSV.
+
+Each `<stem>.tex` holds two `table` floats in the paper's layout: ours (label `tab:<stem>`) and, as a companion
+below it, the paper's own reported numbers (label `tab:<stem>-paper`, from paper_numbers.csv). The `<stem>.csv`
+beside it is tidy (one line per cell x metric) with both, plus the seed count, the std and the runs behind each cell.
+
+Conventions, as in the paper: one decimal; gains over the block's baseline row (Student, or "S & T" for the
+self-distillation table) in parentheses, computed from the displayed (rounded) values; MR's gain keeps its sign
+(lower is better, so an improvement reads "(-1.7)"). With several seeds a cell shows mean +- sample std.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pgd.matrix import TABLES, Matrix, check_seeds, load_matrix, run_dir
+
+PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+CROWD_METRICS = ("MR", "AP", "JI")
+METRIC_LATEX = {"AP": "AP", "AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP$_S$", "APm": "AP$_M$",
+                "APl": "AP$_L$", "MR": r"MR $\downarrow$", "JI": r"JI $\uparrow$"}
+METRIC_MD = {"AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": "APl", "MR": "MR (lower is better)"}
+CHECK = r"$\checkmark$"
+
+
+class TableError(ValueError):
+    """Missing or malformed metrics, or an unknown table."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    caption: str
+    metrics: tuple[str, ...]
+    baseline: str | None = None          # row the gains are measured against, per block
+    wide: str | None = None              # t6: the header of the swept value (rows become columns)
+    branches: bool = False               # t7: neck / cls / reg check-mark columns
+
+
+SPECS: dict[str, TableSpec] = {
+    "t1": TableSpec("Comparison with state-of-the-art distillation methods (R101 teachers, R50 students), COCO.",
+                    COCO_METRICS, baseline="Student"),
+    "t2": TableSpec("Distillation to a MobileNetV2 student backbone, COCO.", COCO_METRICS, baseline="Student"),
+    "t3": TableSpec("Distillation methods on CrowdHuman with DDOD.", CROWD_METRICS, baseline="Student"),
+    "t4": TableSpec("Self-distillation (R50 teacher and student, both 1x), COCO.", COCO_METRICS, baseline="S & T"),
+    "t5": TableSpec("Foreground distillation strategies with ATSS, COCO.", COCO_METRICS, baseline="Student"),
+    "t6k": TableSpec("K of the top-K operation with ATSS (AP), COCO.", ("AP",), wide="K"),
+    "t6a": TableSpec(r"Distillation loss magnitude $\alpha$ ($\beta=\alpha/2$, $\gamma=1.6\alpha$; AP), COCO.",
+                     ("AP",), wide=r"$\alpha$"),
+    "t7": TableSpec("Distillation branches with ATSS, COCO.", COCO_METRICS, baseline="Student", branches=True),
+}
+# Table 7's rows -> which of (neck, cls, reg) carries a KD loss.
+BRANCH_ROWS = {"Student": (0, 0, 0), "Neck": (1, 0, 0), "Cls": (0, 1, 0), "Reg": (0, 0, 1), "Cls + Reg": (0, 1, 1)}
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> pd.DataFrame:
+    df = pd.read_csv(path, comment="#", dtype={"table": str, "block": str, "row": str, "metric": str})
+    df["block"] = df["block"].fillna("")
+    missing = {"table", "block", "row", "metric", "value"} - set(df.columns)
+    if missing:
+        raise TableError(f"{path}: missing column(s) {sorted(missing)}")
+    dup = df.duplicated(["table", "block", "row", "metric"])
+    if dup.any():
+        raise TableError(f"{path}: duplicate entries {df[dup].head(3).to_dict('records')}")
+    return df
+
+
+def read_metrics(path: Path, metrics: tuple[str, ...]) -> dict[str, float]:
+    if not path.is_file():
+        raise TableError(f"{path}: metrics.json not found (has the run been trained and evaluated?)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise TableError(f"{path}: not valid JSON ({e})") from None
+    missing = [m for m in metrics if not isinstance(data.get(m), (int, float))]
+    if missing:
+        raise TableError(f"{path}: missing or non-numeric metric(s) {missing}")
+    return {m: float(data[m]) for m in metrics}
+
+
+def collect_metrics(matrix: Matrix, table: str, profile: str, seeds: list[int], results: str | Path,
+                    allow_missing: bool = False) -> pd.DataFrame:
+    """Long frame (block, row, run, seed, metric, value) of every cell instance of a table."""
+    spec = spec_of(table)
+    records = []
+    for cell, inst in matrix.cell_instances(table, seeds):
+        path = run_dir(profile, inst.run.id, inst.seed, results) / "metrics.json"
+        try:
+            values = read_metrics(path, spec.metrics)
+        except TableError:
+            if allow_missing:
+                continue
+            raise
+        records += [dict(block=cell.block or "", row=cell.row, run=inst.name, seed=inst.seed, metric=m, value=v)
+                    for m, v in values.items()]
+    return pd.DataFrame.from_records(records, columns=["block", "row", "run", "seed", "metric", "value"])
+
+
+def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std (NaN for one seed), count and run names per (block, row, metric)."""
+    g = long.groupby(["block", "row", "metric"], sort=False)
+    out = g["value"].agg(mean="mean", std="std", n="count")
+    out["runs"] = g["run"].agg(lambda s: " ".join(sorted(set(s))))
+    return out.reset_index()
+
+
+def spec_of(table: str) -> TableSpec:
+    if table not in SPECS:
+        raise TableError(f"unknown table {table!r}; known: {', '.join(SPECS)}")
+    return SPECS[table]
+
+
+# ------------------------------------------------------------------------------------------ layout
+
+def row_order(table: str, matrix: Matrix, paper: pd.DataFrame) -> list[tuple[str, str]]:
+    """(block, row) in the paper's order; cells the paper lacks follow in matrix order."""
+    order = list(dict.fromkeys(zip(*paper.loc[paper["table"] == table, ["block", "row"]].values.T)))
+    for r in matrix.runs_for_table(table):
+        for c in r.cells:
+            key = (c.block or "", c.row)
+            if c.table == table and key not in order:
+                order.append(key)
+    return order
+
+
+def tidy(table: str, ours: pd.DataFrame, paper: pd.DataFrame, order: list[tuple[str, str]]) -> pd.DataFrame:
+    """One line per (block, row, metric): ours (mean, std, n, gain) and the paper's (value, gain)."""
+    spec = spec_of(table)
+    idx = pd.MultiIndex.from_tuples([(b, r, m) for b, r in order for m in spec.metrics],
+                                    names=["block", "row", "metric"])
+    df = pd.DataFrame(index=idx)
+    df = df.join(ours.set_index(["block", "row", "metric"])).join(
+        paper.loc[paper["table"] == table].set_index(["block", "row", "metric"])["value"].rename("paper"))
+    df["n"] = df["n"].fillna(0).astype(int)
+    for col, src in (("gain", "mean"), ("paper_gain", "paper")):
+        df[col] = _gains(df[src], spec) if spec.baseline else float("nan")
+    df = df.reset_index()
+    df.insert(0, "table", table)
+    return df[["table", "block", "row", "metric", "mean", "std", "n", "gain", "paper", "paper_gain", "runs"]]
+
+
+def _gains(values: pd.Series, spec: TableSpec) -> pd.Series:
+    """Displayed value minus the block's displayed baseline value (baseline rows and the teacher get none)."""
+    shown = values.round(1)
+    base = shown.xs(spec.baseline, level="row").rename("base")
+    joined = shown.to_frame("v").join(base, on=["block", "metric"])
+    gain = (joined["v"] - joined["base"]).round(1)
+    rows = gain.index.get_level_values("row")
+    return gain.where(~rows.isin([spec.baseline, "Teacher"]))
+
+
+def fmt_value(mean: float, std: float = float("nan"), gain: float = float("nan"), latex: bool = True) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "--"
+    s = f"{mean:.1f}"
+    if std is not None and not math.isnan(std):
+        s += (r"$\pm$" if latex else "±") + f"{std:.1f}"
+    if gain is not None and not math.isnan(gain):
+        s += f" ({gain:+.1f})"
+    return s
+
+
+def cell_frame(table: str, tidy_df: pd.DataFrame, source: str, latex: bool = True) -> pd.DataFrame:
+    """The displayed table (strings) for `source` 'ours' or 'paper', in the paper's layout."""
+    spec = spec_of(table)
+    df = tidy_df.copy()
+    if source == "ours":
+        df["text"] = [fmt_value(m, s, g, latex) for m, s, g in zip(df["mean"], df["std"], df["gain"])]
+    else:
+        df["text"] = [fmt_value(v, float("nan"), g, latex) for v, g in zip(df["paper"], df["paper_gain"])]
+    label = METRIC_LATEX if latex else {m: METRIC_MD.get(m, m) for m in spec.metrics}
+    blocks = list(dict.fromkeys(df["block"]))
+    if spec.wide:
+        # t6: one line per block (detector), the swept values as columns
+        wide = df.pivot(index="block", columns="row", values="text").reindex(index=blocks)
+        wide = wide[list(dict.fromkeys(df["row"]))]
+        wide.index.name, wide.columns.name = None, spec.wide
+        return wide
+    keys = list(dict.fromkeys(zip(df["block"], df["row"])))
+    wide = df.pivot(index=["block", "row"], columns="metric", values="text")
+    wide = wide.reindex(index=pd.MultiIndex.from_tuples(keys, names=["block", "row"]), columns=list(spec.metrics))
+    wide = wide.rename(columns=label)
+    wide.columns.name = None
+    if spec.branches:
+        marks = pd.DataFrame([[CHECK if f else "" if latex else ("x" if f else "") for f in BRANCH_ROWS[r]]
+                              for r in wide.index.get_level_values("row")],
+                             index=wide.index, columns=["neck", "cls", "reg"])
+        wide = pd.concat([marks, wide], axis=1)
+    if blocks == [""]:
+        wide.index = wide.index.get_level_values("row")
+        wide.index.name = "Setting"
+    else:
+        wide.index.names = ["Detector", "Setting"]
+    return wide
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+def to_latex(frame: pd.DataFrame, caption: str, label: str, hide_index: bool = False) -> str:
+    names = [n or "" for n in frame.index.names]
+    styler = frame.style.format_index(escape="latex", axis=0).format_index(escape=None, axis=1)
+    # index names go into the header line's leading cells (below), not on a header line of their own
+    styler = styler.hide(axis="index") if hide_index else styler.hide(axis="index", names=True)
+    multi = frame.index.nlevels > 1
+    tex = styler.to_latex(
+        hrules=True,                       # booktabs \toprule \midrule \bottomrule
+        caption=caption, label=label, position="t", position_float="centering",
+        column_format=("l" * frame.index.nlevels if not hide_index else "") + "c" * frame.shape[1],
+        multirow_align="c", clines="skip-last;data" if multi else None,
+        environment="table",
+    )
+    if not hide_index:
+        tex = tex.replace("\\toprule\n" + " & " * len(names), "\\toprule\n" + " & ".join(names) + " & ", 1)
+    # booktabs: a \midrule between detector blocks rather than \cline
+    return re.sub(r"\\cline\{[0-9-]+\}", r"\\midrule", tex)
+
+
+def render(table: str, tidy_df: pd.DataFrame, stem: str, profile: str) -> str:
+    spec = spec_of(table)
+    hide = spec.branches
+    ours = to_latex(cell_frame(table, tidy_df, "ours"), f"{spec.caption} Ours ({profile} profile).",
+                    f"tab:{stem}", hide_index=hide)
+    paper = to_latex(cell_frame(table, tidy_df, "paper"), f"{spec.caption} As reported in the paper.",
+                     f"tab:{stem}-paper", hide_index=hide)
+    head = (f"% {stem}: generated by `pgd table --table {table} --profile {profile}`; needs booktabs, multirow"
+            + (", amssymb" if spec.branches else "") + ".\n")
+    return head + ours + "\n" + paper
+
+
+def to_markdown(table: str, tidy_df: pd.DataFrame, source: str) -> str:
+    frame = cell_frame(table, tidy_df, source, latex=False)
+    if frame.index.nlevels > 1:
+        frame = frame.reset_index()
+        frame["Detector"] = frame["Detector"].where(~frame["Detector"].duplicated(), "")
+        return frame.to_markdown(index=False)
+    return frame.to_markdown(index=not spec_of(table).branches)
+
+
+def build(table: str, profile: str, seeds: list[int], results: str | Path = "results",
+          matrix: Matrix | None = None, paper_path: str | Path = PAPER_NUMBERS,
+          allow_missing: bool = False) -> pd.DataFrame:
+    matrix = matrix if matrix is not None else load_matrix()
+    spec_of(table)
+    paper = load_paper_numbers(paper_path)
+    long = collect_metrics(matrix, table, profile, check_seeds(seeds), results, allow_missing)
+    ours = aggregate(long) if len(long) else pd.DataFrame(columns=["block", "row", "metric", "mean", "std", "n",
+                                                                    "runs"])
+    return tidy(table, ours, paper, row_order(table, matrix, paper))
+
+
+def write_table(table: str, profile: str, seeds: list[int], results: str | Path = "results",
+                out_dir: str | Path | None = None, matrix: Matrix | None = None,
+                paper_path: str | Path = PAPER_NUMBERS, allow_missing: bool = False) -> tuple[Path, Path]:
+    stem = TABLES[table][0] if table in TABLES else None
+    df = build(table, profile, seeds, results, matrix, paper_path, allow_missing)
+    out = Path(out_dir) if out_dir is not None else Path(results) / profile / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    tex, csv = out / f"{stem}.tex", out / f"{stem}.csv"
+    _atomic_write(tex, render(table, df, stem, profile))
+    _atomic_write(csv, df.to_csv(index=False, float_format="%.4g"))
+    return tex, csv
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pgd table", description="Render a paper table (LaTeX + CSV) from metrics.")
+    p.add_argument("--table", required=True, choices=list(TABLES), help="paper table id")
+    p.add_argument("--profile", default="mini")
+    p.add_argument("--results", default="results", help="results root (default %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--matrix", default=None, help="experiment matrix (default configs/experiments.yaml)")
+    p.add_argument("--paper-numbers", default=str(PAPER_NUMBERS))
+    p.add_argument("--out-dir", default=None, help="default <results>/<profile>/tables")
+    p.add_argument("--allow-missing", action="store_true", help="render cells without metrics.json as --")
+    a = p.parse_args(argv)
+    tex, csv = write_table(a.table, a.profile, a.seeds, a.results, a.out_dir, load_matrix(a.matrix),
+                           a.paper_numbers, a.allow_missing)
+    print(f"wrote {tex} and {csv}")
+    return 0

@@ -1,0 +1,167 @@
+"""Table rendering: fixed metrics -> the expected LaTeX (layout, gains, rounding, mean +- std) and CSV."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pgd.matrix import load_matrix, run_dir
+from pgd.report import tables as T
+
+COCO = T.COCO_METRICS
+
+
+@pytest.fixture(scope="module")
+def m():
+    return load_matrix()
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return T.load_paper_numbers()
+
+
+def put(results, name, **metrics):
+    d = run_dir("mini", name, 0, results)
+    if "_s" in name and name.rsplit("_s", 1)[1].isdigit():
+        base, seed = name.rsplit("_s", 1)
+        d = run_dir("mini", base, int(seed), results)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "metrics.json").write_text(json.dumps(metrics))
+
+
+def coco(ap, *rest):
+    vals = (ap,) + rest + (0.0,) * (6 - 1 - len(rest))
+    return dict(zip(COCO, vals), dataset="coco")
+
+
+T3 = {  # run -> (MR, AP, JI)
+    "ddod_r101_crowd_teacher": (41.4, 90.2, 81.4), "ddod_r50_crowd_student": (46.0, 88.0, 79.0),
+    "ddod_r50_crowd_fkd": (44.3, 89.1, 80.0), "ddod_r50_crowd_defeat": (44.2, 89.1, 79.9),
+    "ddod_r50_crowd_frs": (44.1, 89.2, 80.3), "ddod_r50_crowd_fgfi": (43.8, 89.2, 80.3),
+    "ddod_r50_crowd_fgd": (43.1, 89.3, 80.4), "ddod_r50_crowd_pgd": (42.8, 90.0, 80.7),
+}
+
+
+def test_table3_crowdhuman_layout_and_mr_sign(tmp_path, m):
+    for run, (mr, ap, ji) in T3.items():
+        put(tmp_path, run, dataset="crowdhuman", MR=mr, AP=ap, JI=ji)
+    tex, csv = T.write_table("t3", "mini", [0], tmp_path, matrix=m)
+    text = tex.read_text()
+    ours = text.split(r"\end{table}")[0]
+    assert r"\toprule" in ours and r"\midrule" in ours and r"\bottomrule" in ours
+    assert r"Setting & MR $\downarrow$ & AP & JI $\uparrow$ \\" in ours
+    assert r"Student & 46.0 & 88.0 & 79.0 \\" in ours
+    # MR falls by 1.7 -> printed with its sign, as the paper does
+    assert r"FKD & 44.3 (-1.7) & 89.1 (+1.1) & 80.0 (+1.0) \\" in ours
+    assert r"Ours & 42.8 (-3.2) & 90.0 (+2.0) & 80.7 (+1.7) \\" in ours
+    assert r"\label{tab:table3}" in ours and r"\label{tab:table3-paper}" in text
+    # rows in the paper's order
+    order = [ln.split(" & ")[0] for ln in ours.splitlines() if ln.count(" & ") == 3][1:]
+    assert order == ["Teacher", "Student", "FKD", "DeFeat", "FRS", "FGFI", "FGD", "Ours"]
+    df = pd.read_csv(csv)
+    assert len(df) == 8 * 3
+    row = df[(df.row == "Ours") & (df.metric == "MR")].iloc[0]
+    assert (row["mean"], row["gain"], row["paper"], row["paper_gain"], row["n"]) == (42.8, -3.2, 42.8, -3.2, 1)
+    assert row["runs"] == "ddod_r50_crowd_pgd"
+
+
+def test_rounding_and_gain_from_displayed_values(tmp_path, m):
+    # t4 FCOS block: S & T 39.66 shows 39.7, Ours 44.24 shows 44.2: the gain is 44.2 - 39.7 = +4.5 (not +4.58)
+    put(tmp_path, "fcos_r50_student", **coco(39.66, 57.95, 40.04))
+    put(tmp_path, "fcos_r50_self_fgd", **coco(39.61, 58.0, 40.0))
+    put(tmp_path, "fcos_r50_self_pgd", **coco(44.24, 57.86, 41.0))
+    df = T.build("t4", "mini", [0], tmp_path, m, allow_missing=True)
+    frame = T.cell_frame("t4", df, "ours")
+    assert frame.loc[("FCOS", "S & T"), "AP"] == "39.7"
+    assert frame.loc[("FCOS", "Ours"), "AP"] == "44.2 (+4.5)"
+    assert frame.loc[("FCOS", "FGD"), "AP"] == "39.6 (-0.1)"
+    assert frame.loc[("FCOS", "Ours"), "AP$_{50}$"] == "57.9 (-0.1)"    # 57.86 -> 57.9 minus 57.95 -> 58.0
+    # ATSS block has no metrics: shown as -- (allow_missing), its paper companion still filled
+    assert frame.loc[("ATSS", "Ours"), "AP"] == "--"
+    assert T.cell_frame("t4", df, "paper").loc[("ATSS", "Ours"), "AP"] == "40.7 (+1.1)"
+    tex = T.render("t4", df, "table4", "mini")
+    assert r"S \& T" in tex                                  # the row label is escaped for LaTeX
+    assert r"\multirow[c]{3}{*}{FCOS}" in tex
+    assert r"Detector & Setting & AP & AP$_{50}$" in tex
+
+
+def test_seeds_mean_pm_std(tmp_path, m):
+    # two seeds of every t6k run: AP 40 and 41 -> 40.5 +- 0.7 (sample std 0.7071)
+    for r in m.runs_for_table("t6k"):
+        put(tmp_path, r.id, **coco(40.0))
+        put(tmp_path, f"{r.id}_s1", **coco(41.0))
+    df = T.build("t6k", "mini", [0, 1], tmp_path, m)
+    assert set(df["n"]) == {2}
+    assert df.loc[df.row == "30", "std"].iloc[0] == pytest.approx(0.70710678)
+    tex = T.render("t6k", df, "table6_k", "mini")
+    assert "K & 1 & 5 & 9 & 15 & 30 & 45 & 60 \\\\" in tex
+    assert "ATSS & " + " & ".join([r"40.5$\pm$0.7"] * 7) + r" \\" in tex
+    assert "ATSS & 43.2 & 43.5 & 43.6 & 43.9 & 44.2 & 44.0 & 43.9 \\\\" in tex     # the paper's companion
+    assert "40.5±0.7" in T.to_markdown("t6k", df, "ours")
+
+
+def test_table7_branch_marks(tmp_path, m):
+    for i, r in enumerate(m.runs_for_table("t7")):
+        put(tmp_path, r.id, **coco(40.0 + i))
+    df = T.build("t7", "mini", [0], tmp_path, m)
+    tex = T.render("t7", df, "table7", "mini")
+    assert r"neck & cls & reg & AP &" in tex
+    lines = [ln for ln in tex.split(r"\end{table}")[0].splitlines() if ln.count("&") == 8]
+    marks = [tuple(c.strip() == T.CHECK for c in ln.split("&")[:3]) for ln in lines[1:]]
+    assert marks == [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 1)]
+
+
+def test_missing_metrics_is_a_clear_error(tmp_path, m):
+    with pytest.raises(T.TableError, match=r"ddod_r101_crowd_teacher/metrics.json: metrics.json not found"):
+        T.build("t3", "mini", [0], tmp_path, m)
+    put(tmp_path, "ddod_r101_crowd_teacher", MR=1.0, AP=2.0)
+    with pytest.raises(T.TableError, match=r"missing or non-numeric metric\(s\) \['JI'\]"):
+        T.build("t3", "mini", [0], tmp_path, m)
+    with pytest.raises(T.TableError, match="unknown table"):
+        T.build("t8", "mini", [0], tmp_path, m)
+
+
+def test_paper_numbers_cover_the_matrix(m, paper):
+    keys = set(zip(paper.table, paper.block, paper.row))
+    cells = {(c.table, c.block or "", c.row) for r in m for c in r.cells}
+    assert keys == cells
+    assert len(paper) == 441
+    v = paper.set_index(["table", "block", "row", "metric"])["value"]
+    assert v[("t1", "ATSS", "Ours", "AP")] == 44.2 and v[("t3", "", "Ours", "MR")] == 42.8
+    assert v[("t6a", "FCOS", "0.005", "AP")] == 41.7 and v[("t7", "", "Reg", "APl")] == 53.9
+
+
+def test_paper_gains_match_the_printed_ones(paper, m):
+    df = T.tidy("t1", pd.DataFrame(columns=["block", "row", "metric", "mean", "std", "n", "runs"]), paper,
+                T.row_order("t1", m, paper)).set_index(["block", "row", "metric"])["paper_gain"]
+    assert df[("FCOS", "Ours", "AP")] == pytest.approx(4.3)
+    assert df[("ATSS", "Ours", "APl")] == pytest.approx(5.9)
+    assert df[("DDOD", "DeFeat", "APs")] == pytest.approx(0.0)
+    assert pd.isna(df[("GFL", "Teacher", "AP")]) and pd.isna(df[("GFL", "Student", "AP")])
+
+
+def test_cli(tmp_path, m):
+    for run, (mr, ap, ji) in T3.items():
+        put(tmp_path, run, dataset="crowdhuman", MR=mr, AP=ap, JI=ji)
+    assert T.main(["--table", "t3", "--results", str(tmp_path), "--out-dir", str(tmp_path / "t")]) == 0
+    assert (tmp_path / "t" / "table3.tex").is_file() and (tmp_path / "t" / "table3.csv").is_file()
+
+
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="no TeX engine (pdflatex) on this machine")
+def test_latex_compiles(tmp_path, m):
+    for run, (mr, ap, ji) in T3.items():
+        put(tmp_path, run, dataset="crowdhuman", MR=mr, AP=ap, JI=ji)
+    for r in m.runs_for_table("t7"):
+        put(tmp_path, r.id, **coco(40.0))
+    body = "".join(T.write_table(t, "mini", [0], tmp_path, matrix=m)[0].read_text() for t in ("t3", "t7"))
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\\usepackage{booktabs,multirow,amssymb}\\begin{document}"
+                   + body + "\\end{document}\n")
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=120)
+    assert (tmp_path / "doc.pdf").is_file()
