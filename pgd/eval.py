@@ -56,7 +56,7 @@ def test_config(run_dir: Path, checkpoint: Path, overrides: dict[str, Any] | Non
     cfg.pop("model_wrapper_cfg", None)
     cfg.work_dir = str(run_dir / "eval")
     # the training run's MLflow backend would open a second run; eval logs through pgd.tracking instead
-    cfg.visualizer = dict(type="DetLocalVisualizer", name="visualizer", vis_backends=[dict(type="LocalVisBackend")])
+    cfg.visualizer = dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")])
     cfg.merge_from_dict(overrides or {})
     return cfg
 
@@ -66,7 +66,7 @@ def evaluate(run_dir: Path, checkpoint: Path | None = None, out: Path | None = N
     """Run the test loop; returns (metrics.json record, the config used)."""
     from mmengine.runner import Runner
 
-    from pgd.checkpoint import safe_globals_context
+    from pgd.checkpoint import install_safe_globals
 
     checkpoint = checkpoint or run_dir / MODEL_FILE
     out = out or run_dir / "metrics.json"
@@ -74,8 +74,8 @@ def evaluate(run_dir: Path, checkpoint: Path | None = None, out: Path | None = N
     info = cfg.get(RUN_INFO_KEY) or {}
     dataset = info.get("dataset") or infer_dataset(cfg.test_evaluator)
     runner = Runner.from_cfg(cfg)
-    with safe_globals_context():
-        raw = runner.test()
+    install_safe_globals()  # model.pth needs none; a plain run's iter_*.pth given as --checkpoint does
+    raw = runner.test()
     if not raw and dataset == "coco":
         record = empty_coco_record(_coco_ann_file(cfg.test_evaluator))
     else:

@@ -13,7 +13,6 @@ import argparse
 import ast
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pgd train", description=__doc__.split("\n\n")[0])
     src = p.add_argument_group("what to train (a matrix row, explicit fields, or an mmengine config file)")
     src.add_argument("--run", help="run id: a row of the experiment matrix (configs/experiments.yaml)")
-    src.add_argument("--matrix", default="configs/experiments.yaml", help="experiment matrix (default %(default)s)")
+    src.add_argument("--matrix", default=None,
+                     help="experiment matrix (default $PGD_MATRIX, else configs/experiments.yaml)")
     src.add_argument("--config", help="an mmengine config file to train as it is (no composition)")
     src.add_argument("--detector", help="fcos | autoassign | atss | gfl | ddod")
     src.add_argument("--backbone", help="r101 | r50 | mbv2")
@@ -95,26 +95,22 @@ def set_threads(threads: int | None) -> None:
 # ----------------------------------------------------------------------------------------------------------
 # composing the config
 
-def _matrix_row(args) -> dict[str, Any]:
-    from pgd.matrix import load_matrix
+def _matrix_row(args):
+    from pgd.matrix import MatrixError, load_matrix
 
-    matrix = load_matrix(args.matrix)
-    rows = matrix.rows if hasattr(matrix, "rows") else matrix
-    for row in (rows.values() if isinstance(rows, Mapping) else rows):
-        row_id = row["id"] if isinstance(row, Mapping) else row.id
-        if row_id == args.run:
-            return dict(row) if isinstance(row, Mapping) else dict(vars(row))
-    raise TrainError(f"run {args.run!r} is not in the experiment matrix {args.matrix}")
-
-
-def _run_dir(results: str, profile: str, run_id: str) -> Path:
-    return Path(results) / profile / "runs" / run_id
+    try:
+        return load_matrix(args.matrix)[args.run]
+    except MatrixError as err:
+        raise TrainError(str(err)) from err
 
 
 def _teacher_spec(args, teacher_run: str | None) -> dict[str, str] | None:
     if args.teacher_dir is None and teacher_run is None:
         return None
-    tdir = Path(args.teacher_dir) if args.teacher_dir else _run_dir(args.results, args.profile, teacher_run)
+    from pgd.matrix import run_dir
+
+    # teachers are trained at seed 0 only; every seed of a student learns from that run
+    tdir = Path(args.teacher_dir) if args.teacher_dir else run_dir(args.profile, teacher_run, 0, args.results)
     spec = {"config": str(tdir / CONFIG_FILE), "checkpoint": str(tdir / MODEL_FILE)}
     for path in spec.values():
         if not Path(path).is_file():
@@ -144,11 +140,13 @@ def compose(args) -> tuple[Any, dict[str, Any]]:
     from pgd.config import compose_config
 
     if args.run:
+        from pgd.matrix import run_name
+
         row = _matrix_row(args)
-        fields = {k: row.get(k) for k in ("detector", "backbone", "role", "dataset", "method", "teacher")}
-        fields["method_overrides"] = row.get("method_overrides") or None
-        run_id = args.run
-        tables = row.get("tables") or sorted({c["table"] for c in row.get("cells", []) if "table" in c})
+        fields = {k: getattr(row, k) for k in ("detector", "backbone", "role", "dataset", "method", "teacher")}
+        fields["method_overrides"] = dict(row.method_overrides or {}) or None
+        run_id = args.run_id or run_name(row.id, args.seed)
+        tables = list(row.tables)
     else:
         missing = [f"--{n}" for n in ("detector", "backbone", "role") if getattr(args, n) is None]
         if missing:
@@ -164,7 +162,7 @@ def compose(args) -> tuple[Any, dict[str, Any]]:
         run_id = args.run_id or Path(args.work_dir).name
         tables = []
     dataset = args.dataset or fields["dataset"] or "coco"
-    work_dir = args.work_dir or str(_run_dir(args.results, args.profile, run_id))
+    work_dir = args.work_dir or str(Path(args.results) / args.profile / "runs" / run_id)
     teacher = _teacher_spec(args, fields["teacher"]) if fields["method"] else None
     cfg = compose_config(
         fields["detector"], fields["backbone"], args.profile, fields["role"], dataset=dataset,
@@ -196,10 +194,15 @@ def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
     cfg.resume = bool(args.resume)
     if args.resume:
         cfg.load_from = None  # None + resume=True: mmengine picks <work_dir>/last_checkpoint
+    vis = cfg.get("visualizer") or dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")])
+    # mmengine keeps one visualizer per name for the whole process: with mmdet's fixed 'visualizer' a second
+    # Runner in the same process (tests, notebooks) would log into the first run's directory. Without a name
+    # the Runner uses its timestamped experiment name.
+    vis.pop("name", None)
+    cfg.visualizer = vis
     if not args.no_mlflow:
         from pgd import tracking
 
-        vis = cfg.get("visualizer") or dict(type="DetLocalVisualizer", name="visualizer")
         backends = [b for b in vis.get("vis_backends", [dict(type="LocalVisBackend")])
                     if b.get("type") != "MLflowVisBackend"]
         backends.append(tracking.vis_backend_cfg(
@@ -233,23 +236,6 @@ def detector_state_dict(model) -> dict[str, Any]:
     return {k: v.detach().cpu() for k, v in target.state_dict().items()}
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save through a temporary file in the same directory + os.replace: no partial model.pth ever."""
-    import torch
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_model(model, cfg, path: str | os.PathLike, extra_meta: Mapping[str, Any] | None = None) -> None:
     """Write ``model.pth``: {'state_dict': plain detector weights, 'meta': {...}} (weights_only-loadable)."""
     import mmdet
@@ -265,7 +251,9 @@ def export_model(model, cfg, path: str | os.PathLike, extra_meta: Mapping[str, A
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     meta.update(extra_meta or {})
-    atomic_torch_save({"state_dict": detector_state_dict(model), "meta": meta}, path)
+    from pgd.checkpoint import save_checkpoint
+
+    save_checkpoint({"state_dict": detector_state_dict(model), "meta": meta}, path)  # tmp file + os.replace
 
 
 def _to_plain(obj: Any) -> Any:
@@ -311,7 +299,7 @@ def train(args) -> Path:
     from mmengine.dist import is_main_process
     from mmengine.runner import Runner
 
-    from pgd.checkpoint import safe_globals_context
+    from pgd.checkpoint import install_safe_globals
 
     set_threads(args.threads)
     cfg, info = compose(args)
@@ -328,10 +316,10 @@ def train(args) -> Path:
     _register_cpu_ddp()
 
     runner = Runner.from_cfg(cfg)
-    # resume and load_from go through torch.load; mmengine's checkpoints pickle message-hub objects that
-    # torch >= 2.6's weights_only loader refuses unless allow-listed
-    with safe_globals_context():
-        runner.train()
+    # resume / load_from call torch.load inside mmengine; its checkpoints pickle message-hub objects that
+    # torch >= 2.6's weights_only loader refuses unless allow-listed (pgd.checkpoint owns the list)
+    install_safe_globals()
+    runner.train()
     model_path = work_dir / MODEL_FILE
     if is_main_process():
         export_model(runner.model, cfg, model_path,

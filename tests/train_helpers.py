@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 CLASSES = ("square", "wide", "tall")
@@ -109,3 +111,28 @@ log_processor = dict(type='LogProcessor', window_size=1, by_epoch=False)
 log_level = 'WARNING'
 visualizer = dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')], name='visualizer')
 """
+
+
+def train_tiny(work_dir: Path, data_root: Path, *extra: str, max_iters: int = 4) -> int:
+    """`pgd train --config` on the tiny config, in-process, one thread, no MLflow."""
+    from pgd import train
+
+    config = work_dir.parent / f"{work_dir.name}_config.py"
+    config.write_text(tiny_config_text(data_root, max_iters=max_iters))
+    return train.main(["--config", str(config), "--work-dir", str(work_dir), "--no-mlflow", "--threads", "1",
+                       *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory) -> Path:
+    return make_coco(tmp_path_factory.mktemp("tiny_coco"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_coco) -> Path:
+    """A run dir trained 4 iterations (checkpoints at 2 and 4) by `pgd train`."""
+    threads = torch.get_num_threads()
+    work_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    assert train_tiny(work_dir, tiny_coco) == 0
+    torch.set_num_threads(threads)
+    return work_dir

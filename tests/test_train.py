@@ -1,0 +1,178 @@
+"""pgd train: overrides, runtime settings, model.pth (student only, atomic, weights_only-loadable), resume."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from train_helpers import tiny_atss, tiny_coco, tiny_run, train_tiny  # noqa: F401  (fixtures)
+
+from pgd import train
+from pgd.checkpoint import load_checkpoint
+
+
+def _build(model_cfg: dict) -> nn.Module:
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules()
+    return MODELS.build(model_cfg)
+
+
+def test_parse_overrides_literals_and_bare_words():
+    assert train.parse_overrides(["train_cfg.max_iters=20", "a.b=[1, 2]", "opt.type=AdamW", "x=None",
+                                  "lr=1e-3", "s='3'"]) == {
+        "train_cfg.max_iters": 20, "a.b": [1, 2], "opt.type": "AdamW", "x": None, "lr": 1e-3, "s": "3"}
+    with pytest.raises(train.TrainError, match="KEY=VALUE"):
+        train.parse_overrides(["max_iters"])
+
+
+def test_threads_from_env(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("PGD_THREADS", "1")
+        train.set_threads(None)
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+        monkeypatch.setenv("PGD_THREADS", "one")
+        with pytest.raises(train.TrainError, match="PGD_THREADS"):
+            train.set_threads(None)
+        with pytest.raises(train.TrainError, match=">= 1"):
+            train.set_threads(0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    assert train.main(["--detector", "atss", "--work-dir", str(tmp_path / "r")]) == 2
+    assert "missing --backbone --role" in capsys.readouterr().err
+    assert train.main(["--detector", "atss", "--backbone", "r50", "--role", "student", "--method", "pgd",
+                       "--work-dir", str(tmp_path / "r")]) == 2
+    assert "--method pgd needs --teacher-run" in capsys.readouterr().err
+    assert train.main(["--config", str(tmp_path / "none.py"), "--work-dir", str(tmp_path / "r")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_runtime_cpu_distributed_uses_gloo_and_cpu_wrapper(tmp_path):
+    from mmengine.config import Config
+
+    cfg = Config(dict(model=dict(type="ATSS"), env_cfg=dict(dist_cfg=dict(backend="nccl"))))
+    args = SimpleNamespace(work_dir=str(tmp_path), seed=3, launcher="pytorch", resume=True, no_mlflow=True)
+    train.apply_runtime(cfg, args, {"run_id": "r", "profile": "mini"})
+    assert cfg.env_cfg.dist_cfg.backend == ("nccl" if torch.cuda.is_available() else "gloo")
+    assert cfg.randomness.seed == 3 and cfg.resume is True and cfg.load_from is None
+    assert cfg.run_info.run_id == "r"
+    if not torch.cuda.is_available():
+        assert cfg.model_wrapper_cfg.type == "CPUDistributedDataParallel"
+
+
+class _Distiller(nn.Module):
+    """Shaped like the DistillDetector for export: student, teacher and KD-loss modules with parameters."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module):
+        super().__init__()
+        self.student, self.teacher = student, teacher
+        self.kd_losses = nn.ModuleList([nn.Conv2d(16, 16, 1)])  # e.g. an FGD/FRS adapter
+
+
+def test_model_pth_of_distiller_is_student_only_and_loads_strict(tmp_path):
+    from mmengine.config import Config
+
+    torch.manual_seed(0)
+    student_cfg = tiny_atss()
+    teacher_cfg = tiny_atss()
+    teacher_cfg["neck"]["out_channels"] = 32
+    model = _Distiller(_build(student_cfg), _build(teacher_cfg))
+    cfg = Config(dict(model=dict(type="DistillDetector", student=student_cfg,
+                                 teacher=dict(config="t/config.py", checkpoint="t/model.pth")),
+                      run_info=dict(run_id="atss_r50_pgd", profile="mini")))
+    path = tmp_path / "model.pth"
+    train.export_model(model, cfg, path, {"iter": 7})
+
+    ckpt = load_checkpoint(path)  # weights_only=True
+    sd = ckpt["state_dict"]
+    assert set(sd) == set(model.student.state_dict())
+    assert not any(k.startswith(("teacher", "kd_losses", "student.")) for k in sd)
+    assert ckpt["meta"]["iter"] == 7 and ckpt["meta"]["run_info"]["run_id"] == "atss_r50_pgd"
+
+    plain_cfg = Config.fromstring(ckpt["meta"]["model_config"], ".py").model
+    assert plain_cfg.type == "ATSS" and plain_cfg.neck.out_channels == 16
+    plain = _build(plain_cfg)
+    missing, unexpected = plain.load_state_dict(sd, strict=True)
+    assert not missing and not unexpected
+    for key, value in model.student.state_dict().items():
+        assert torch.equal(plain.state_dict()[key], value), key
+    assert train.plain_model_config(cfg)["type"] == "ATSS"
+
+
+def test_model_pth_write_interrupted_leaves_no_partial_file(tmp_path, monkeypatch):
+    from mmengine.config import Config
+
+    model = _build(tiny_atss())
+    cfg = Config(dict(model=tiny_atss()))
+    path = tmp_path / "model.pth"
+    real_save = torch.save
+
+    def torn_save(obj, handle, *a, **k):  # some bytes reach the temp file, then the job is killed
+        handle.write(b"PK\x03\x04 partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        train.export_model(model, cfg, path)
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.setattr(torch, "save", real_save)
+    train.export_model(model, cfg, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
+    assert set(load_checkpoint(path)["state_dict"]) == set(model.state_dict())
+
+
+def test_trained_run_layout_and_model(tiny_run):
+    from mmengine.config import Config
+
+    names = {p.name for p in tiny_run.iterdir()}
+    assert {"config.py", "model.pth", "iter_2.pth", "iter_4.pth", "last_checkpoint"} <= names
+    cfg = Config.fromfile(str(tiny_run / "config.py"))
+    assert cfg.work_dir == str(tiny_run.resolve()) and cfg.randomness.seed == 0
+    ckpt = load_checkpoint(tiny_run / "model.pth")
+    assert ckpt["meta"]["iter"] == 4
+    assert ckpt["meta"]["dataset_meta"]["classes"] == ["square", "wide", "tall"]
+    # the exported weights are the final iteration's: the same tensors as mmengine's own iter_4 checkpoint
+    last = load_checkpoint(tiny_run / "iter_4.pth")["state_dict"]
+    assert set(ckpt["state_dict"]) == set(last)
+    assert all(torch.equal(ckpt["state_dict"][k], last[k]) for k in last)
+    model = _build(cfg.model)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+
+
+def _logged_steps(work_dir: Path) -> list[int]:
+    """Steps of all loss records of a run dir, over every Runner session's scalars.json, oldest first."""
+    out = []
+    for path in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        lines = path.read_text().splitlines()
+        out += [json.loads(line)["step"] for line in lines if "loss" in line]
+    return out
+
+
+def test_resume_continues_at_saved_iteration(tmp_path, tiny_coco):
+    work_dir = tmp_path / "run"
+    threads = torch.get_num_threads()
+    try:
+        assert train_tiny(work_dir, tiny_coco, max_iters=4) == 0
+        first = load_checkpoint(work_dir / "iter_4.pth")
+        assert train_tiny(work_dir, tiny_coco, "--resume", max_iters=6) == 0
+    finally:
+        torch.set_num_threads(threads)
+    # the resumed session logged only step 6: it started at iteration 4 (from 0 it would log 2, 4, 6 again)
+    assert _logged_steps(work_dir) == [2, 4, 6]
+    assert (work_dir / "last_checkpoint").read_text().strip().endswith("iter_6.pth")
+    resumed = load_checkpoint(work_dir / "iter_6.pth")
+    assert resumed["meta"]["iter"] == 6 and first["meta"]["iter"] == 4
+    assert load_checkpoint(work_dir / "model.pth")["meta"]["iter"] == 6
+    # training moved the weights on from the resumed state
+    key = "bbox_head.atss_cls.weight"
+    assert not torch.equal(first["state_dict"][key], resumed["state_dict"][key])
