@@ -26,7 +26,10 @@ NUM_CLASSES = 4
 FEAT = 32   # head width; GN(32 groups) needs a multiple of 32
 
 
-def tiny_detector_cfg(detector: str, width: int = 8, iou_head: bool = False) -> ConfigDict:
+def tiny_detector_cfg(detector: str, width: int = 8, iou_head: bool | None = None) -> ConfigDict:
+    """ATSS gets PGD's IoU-branch head (ATSSIoUHead) unless iou_head=False."""
+    if iou_head is None:
+        iou_head = detector == 'atss'
     cfg_dir = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs')
     cfg = copy.deepcopy(Config.fromfile(os.path.join(cfg_dir, MMDET_CONFIGS[detector])).model)
     cfg.backbone = dict(type='ResNet', depth=18, base_channels=width, num_stages=4, out_indices=(1, 2, 3),
