@@ -147,7 +147,7 @@ def validate_coco(json_path: str | Path, img_dir: str | Path | None = None, *, t
 
     x, y, w, h = boxes.T
     _first((w <= 0) | (h <= 0), path,
-           lambda i: ann(i) + f"bbox {boxes[i].tolist()} has zero or negative width/height", "annotations")
+           lambda i: ann(i) + f"bbox {anns[i]['bbox']} has zero or negative width/height", "annotations")
     _, known_cat = _lookup(ann_cat, cat_ids)
     _first(~known_cat, path, lambda i: ann(i) + f"unknown category id {ann_cat[i]} "
            f"(categories: {sorted(cat_ids.tolist())[:20]})", "annotations")
@@ -156,7 +156,7 @@ def validate_coco(json_path: str | Path, img_dir: str | Path | None = None, *, t
            "annotations")
     W, H = widths[which], heights[which]
     outside = (x < -tolerance) | (y < -tolerance) | (x + w > W + tolerance) | (y + h > H + tolerance)
-    _first(outside, path, lambda i: ann(i) + f"bbox {boxes[i].tolist()} lies outside the {W[i]:g}x{H[i]:g} "
+    _first(outside, path, lambda i: ann(i) + f"bbox {anns[i]['bbox']} lies outside the {W[i]:g}x{H[i]:g} "
            f"image by more than {tolerance:g} px", "annotations")
 
     if img_dir is not None:
@@ -261,7 +261,7 @@ def validate_odgt(path: str | Path, img_dir: str | Path | None = None, *, tolera
                       ("hbox", ~head_ignored)):
         c = cols[key]
         _first(must & ((c[:, 2] <= 0) | (c[:, 3] <= 0)), path,
-               lambda b, key=key, c=c: f"{where(b)}: {key} {c[b].tolist()} has zero or negative width/height",
+               lambda b, key=key: f"{where(b)}: {key} {boxes[b][key]} has zero or negative width/height",
                "boxes")
 
     sizes = None
@@ -277,10 +277,10 @@ def validate_odgt(path: str | Path, img_dir: str | Path | None = None, *, tolera
         v, f = cols["vbox"], cols["fbox"]
         _first((v[:, 0] < -tolerance) | (v[:, 1] < -tolerance) | (v[:, 0] + v[:, 2] > W + tolerance)
                | (v[:, 1] + v[:, 3] > H + tolerance), path,
-               lambda b: f"{where(b)}: vbox {v[b].tolist()} lies outside the {W[b]:g}x{H[b]:g} image by more "
+               lambda b: f"{where(b)}: vbox {boxes[b]['vbox']} lies outside the {W[b]:g}x{H[b]:g} image by more "
                f"than {tolerance:g} px", "boxes")
         _first((f[:, 0] >= W) | (f[:, 1] >= H) | (f[:, 0] + f[:, 2] <= 0) | (f[:, 1] + f[:, 3] <= 0), path,
-               lambda b: f"{where(b)}: fbox {f[b].tolist()} lies entirely outside the {W[b]:g}x{H[b]:g} image",
+               lambda b: f"{where(b)}: fbox {boxes[b]['fbox']} lies entirely outside the {W[b]:g}x{H[b]:g} image",
                "boxes")
     return OdgtIndex(ids=ids, num_boxes=len(boxes), sizes=sizes)
 
