@@ -37,14 +37,16 @@ def topk_candidates(quality: Tensor, points: Tensor, gt_boxes: Tensor, gt_valid:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if valid is not None and valid.shape != (n, a):
         raise ValueError(f"valid must be (N, A) = {(n, a)}, got {tuple(valid.shape)}")
-    inside = inside_boxes(points, gt_boxes, gt_valid, swap_xy=cfg.swap_xy)          # (N, M, A)
-    allowed = gt_valid.bool()[..., None].expand(n, m, a)
+    inside = inside_boxes(points, gt_boxes, gt_valid, swap_xy=cfg.swap_xy)          # (N, M, A), padded rows False
+    if cfg.topk_inside_box:
+        allowed = inside
+    else:
+        allowed = gt_valid.bool()[..., None]
     if valid is not None:
         allowed = allowed & valid.bool()[:, None, :]
-    if cfg.topk_inside_box:
-        allowed = allowed & inside
-    # A location that may not compete ranks below every real score (q >= 0) and is recognised by its -inf.
-    score = quality.detach().masked_fill(~allowed, float("-inf"))
+    # A location that may not compete ranks below every real score (q >= 0) and is recognised by its -inf;
+    # torch.where broadcasts `allowed`, which saves full (N, M, A) passes in the code setting.
+    score = torch.where(allowed, quality.detach(), quality.new_tensor(float("-inf")))
     values, idx = score.topk(min(k, a), dim=-1)
     fitted = values > float("-inf")
     kept = fitted if cfg.topk_inside_box else fitted & inside.gather(-1, idx)
