@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pgd.evaluation.metrics import empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
-from pgd.train import CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, parse_overrides, plain_model_config, set_threads
+from pgd.train import (CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, parse_overrides, plain_model_config,
+                       profile_results_dir, set_threads)
 
 
 class EvalError(RuntimeError):
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override for testing, e.g. test_dataloader.batch_size=1 (repeatable)")
     p.add_argument("--results", default=os.environ.get("PGD_RESULTS", "results"),
-                   help="results root holding <profile>/mlflow.db (default %(default)s)")
+                   help="results root holding <profile>/mlflow.db, when the run dir is not under "
+                        "<results>/<profile>/runs/ (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $PGD_THREADS)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the metrics to MLflow")
     return p
@@ -107,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         from pgd import tracking
 
         info = cfg.get(RUN_INFO_KEY) or {}
+        profile = info.get("profile") or "mini"
+        # an undefined metric (null, e.g. APl without large objects) has no MLflow value: it is left out there
         tracking.log_eval_metrics(
-            profile=info.get("profile", "mini"), run_name=info.get("run_id", run_dir.name),
-            metrics=record, artifacts=[out], results_root=args.results)
+            profile_results_dir(run_dir, args.results, profile), profile, info.get("run_id") or run_dir.name,
+            {k: v for k, v in record.items() if v is not None}, artifacts=[out])
     print(f"pgd eval: wrote {out}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "dataset"))
     return 0
 

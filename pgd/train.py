@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--dataset", default=None, help="coco | crowdhuman (default: coco or the matrix row's)")
     p.add_argument("--profile", default="mini", help="mini | paper (default %(default)s)")
     p.add_argument("--results", default=os.environ.get("PGD_RESULTS", "results"),
-                   help="results root; run dirs are <results>/<profile>/runs/<run_id> (default %(default)s)")
+                   help="results root: default run dir <results>/<profile>/runs/<run_id>, MLflow store "
+                        "<results>/<profile>/mlflow.db unless the work dir sits in such a tree (default %(default)s)")
     p.add_argument("--work-dir", help="run directory (default <results>/<profile>/runs/<run_id>)")
     p.add_argument("--run-id", help="run name for MLflow with explicit fields (default: the work dir's name)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -205,11 +206,23 @@ def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
 
         backends = [b for b in vis.get("vis_backends", [dict(type="LocalVisBackend")])
                     if b.get("type") != "MLflowVisBackend"]
-        backends.append(tracking.vis_backend_cfg(
-            profile=info["profile"], run_name=info["run_id"], results_root=args.results,
-            tags={k: str(info.get(k) or "") for k in ("tables", "detector", "method", "role")}))
+        backends.append(tracking.mlflow_vis_backend(
+            profile_results_dir(Path(args.work_dir), args.results, info["profile"]), info["profile"],
+            info["run_id"], tags={k: info.get(k) for k in ("tables", "detector", "method", "role")}))
         vis["vis_backends"] = backends
         cfg.visualizer = vis
+
+
+def profile_results_dir(work_dir: Path, results: str, profile: str) -> Path:
+    """``<results>/<profile>``, the folder of the profile's mlflow.db.
+
+    A run dir laid out as the contract says (``<results>/<profile>/runs/<run>``) names it itself, so a workflow
+    that moves the results root needs to tell only ``--work-dir``.
+    """
+    work_dir = Path(work_dir).resolve()
+    if work_dir.parent.name == "runs" and work_dir.parent.parent.name == profile:
+        return work_dir.parent.parent
+    return Path(results) / profile
 
 
 # ----------------------------------------------------------------------------------------------------------
