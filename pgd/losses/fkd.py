@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from .base import BaseKDLoss, KDContext
 from .baseline_masks import paired_levels
 
-#: per-level (inter channels C', max-pool size) of the NL blocks for P3..P7
-DEFAULT_NL_CFG = ((64, 8), (64, 4), (128, 2), (128, 2), (128, 2))
+#: per-level (channel reduction, max-pool size) of the NL blocks for P3..P7: C' = 64, 64, 128, 128, 128 at C = 256
+DEFAULT_NL_CFG = ((4, 8), (4, 4), (2, 2), (2, 2), (2, 2))
 
 #: variant (a) (MMRazor / supplement copy a) and (b) (copy b: T = 0.1, channel mask used, weights x6)
 VARIANTS = {
@@ -39,12 +39,12 @@ class ClampedMaxPool2d(nn.Module):
         return F.max_pool2d(x, kernel_size=k, stride=k)
 
 
-def nonlocal_block(channels: int, inter_channels: int, pool: int) -> NonLocal2d:
-    """mmcv's dot-product NonLocal2d (f = theta^T phi / #keys, z = x + BN(W f g), BN zero-initialised so z = x
-    at the start) with phi and g followed by a pool x pool max-pool."""
-    if channels % inter_channels:
-        raise ValueError(f'FKD: inter channels {inter_channels} must divide {channels}')
-    block = NonLocal2d(channels, reduction=channels // inter_channels, mode='dot_product',
+def nonlocal_block(channels: int, reduction: int, pool: int) -> NonLocal2d:
+    """mmcv's dot-product NonLocal2d (C' = C / reduction, f = theta^T phi / #keys, z = x + BN(W f g), BN
+    zero-initialised so z = x at the start) with phi and g followed by a pool x pool max-pool."""
+    if reduction < 1 or channels % reduction:
+        raise ValueError(f'FKD: NL reduction {reduction} must divide the {channels} channels')
+    block = NonLocal2d(channels, reduction=reduction, mode='dot_product',
                        norm_cfg=dict(type='BN'), zeros_init=True)
     if pool > 1:
         block.g = nn.Sequential(block.g, ClampedMaxPool2d(pool))
@@ -67,13 +67,13 @@ def fkd_channel_mask(feat: Tensor, temp: float) -> Tensor:
 class FKDLevel(nn.Module):
     """The trainable parts of one level: adapters and the two NL blocks."""
 
-    def __init__(self, channels: int, inter_channels: int, pool: int):
+    def __init__(self, channels: int, reduction: int, pool: int):
         super().__init__()
         self.feat_adapter = nn.Conv2d(channels, channels, 1)
         self.channel_adapter = nn.Linear(channels, channels)
         self.spatial_adapter = nn.Conv2d(1, 1, 3, padding=1)
-        self.nl_student = nonlocal_block(channels, inter_channels, pool)
-        self.nl_teacher = nonlocal_block(channels, inter_channels, pool)
+        self.nl_student = nonlocal_block(channels, reduction, pool)
+        self.nl_teacher = nonlocal_block(channels, reduction, pool)
         self.nl_adapter = nn.Conv2d(channels, channels, 1)
 
 
@@ -85,7 +85,7 @@ class FKDLoss(BaseKDLoss):
         variant: 'a' (default: T 0.5, channel mask computed but unused) or 'b' (T 0.1, channel mask in the
             feature term, weights x6); any of temp / w_am / w_c / w_s / w_nl / use_channel_mask given explicitly
             overrides the variant's value.
-        nl_cfg: per-level (inter channels, pool size) of the NL blocks.
+        nl_cfg: per-level (channel reduction, pool size) of the NL blocks.
     """
 
     def __init__(self, in_channels: int = 256, num_levels: int = 5, variant: str = 'a',
@@ -105,7 +105,7 @@ class FKDLoss(BaseKDLoss):
         self.temp = float(cfg['temp'])
         self.w_am, self.w_c, self.w_s, self.w_nl = (float(cfg[k]) for k in ('w_am', 'w_c', 'w_s', 'w_nl'))
         self.use_channel_mask = bool(cfg['use_channel_mask'])
-        self.levels = nn.ModuleList(FKDLevel(in_channels, int(c), int(p)) for c, p in nl_cfg)
+        self.levels = nn.ModuleList(FKDLevel(in_channels, int(r), int(p)) for r, p in nl_cfg)
 
     def level_terms(self, level: int, fs: Tensor, ft: Tensor) -> dict[str, Tensor]:
         """Unweighted per-level norms (am, c, s, nl)."""

@@ -100,10 +100,7 @@ class LDLoss(BaseKDLoss):
     @torch.no_grad()
     def assign(self, ctx: KDContext, featmap_sizes: list) -> tuple[Tensor, Tensor, list[int]]:
         """The student head's own ATSS targets: (pos (N, A) bool, anchors (A, 4), per-level counts)."""
-        head = ctx.student_head
-        if head is None or not hasattr(head, 'get_targets') or not hasattr(head, 'reg_max'):
-            raise ConfigError(f'LDLoss needs ctx.student_head to be a GFL head (get_targets, reg_max), '
-                              f'got {type(head).__name__}')
+        head = self.student_head(ctx)
         if not ctx.batch_data_samples:
             raise ValueError('LDLoss needs ctx.batch_data_samples for the student ATSS assignment')
         gts, gts_ignore, metas = unpack_gt_instances(ctx.batch_data_samples)
@@ -116,14 +113,21 @@ class LDLoss(BaseKDLoss):
         pos = (labels >= 0) & (labels < head.num_classes)
         return pos, anchors0, level_counts
 
+    @staticmethod
+    def student_head(ctx: KDContext):
+        head = ctx.student_head
+        if head is None or not hasattr(head, 'get_targets') or not hasattr(head, 'reg_max'):
+            raise ConfigError(f'LDLoss needs ctx.student_head to be a GFL head (get_targets, reg_max), '
+                              f'got {type(head).__name__}')
+        return head
+
     # --------------------------------------------------------------------------------------------- forward
     def forward(self, ctx: KDContext) -> dict[str, Tensor]:
         name = type(self).__name__
         s_cls, s_reg = ctx.student.head_outs[0], ctx.student.head_outs[1]
         t_cls, t_reg = ctx.teacher.head_outs[0], ctx.teacher.head_outs[1]
         paired_levels(s_reg, t_reg, name + ' (box distributions)', len(s_reg))
-        head = ctx.student_head
-        bins = getattr(head, 'reg_max', -1) + 1
+        bins = self.student_head(ctx).reg_max + 1
         if s_reg[0].shape[1] != 4 * bins:
             raise ConfigError(f'{name}: student box branch has {s_reg[0].shape[1]} channels, expected '
                               f'4 x (reg_max + 1) = {4 * bins}; teacher and student need the same reg_max')

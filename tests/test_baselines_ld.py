@@ -1,0 +1,115 @@
+"""LD against mmdet's own LDHead (same weights, same student assignment), its region helpers by hand, and its
+options."""
+import math
+
+import pytest
+import torch
+from mmdet.models.dense_heads import GFLHead, LDHead
+from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
+
+import pgd.losses  # noqa: F401
+from pgd.losses.base import ConfigError, FeatureSet, KDContext, gt_from_data_samples
+from pgd.losses.ld import LDLoss, atss_iou_threshold, diou
+
+torch.set_num_threads(1)
+
+HEAD = dict(
+    num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1, reg_max=16,
+    norm_cfg=dict(type='GN', num_groups=4, requires_grad=True),
+    anchor_generator=dict(type='AnchorGenerator', ratios=[1.0], octave_base_scale=8, scales_per_octave=1,
+                          strides=[8, 16, 32, 64, 128]),
+    loss_cls=dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0),
+    loss_dfl=dict(type='DistributionFocalLoss', loss_weight=0.25),
+    loss_bbox=dict(type='GIoULoss', loss_weight=2.0),
+    train_cfg=dict(assigner=dict(type='ATSSAssigner', topk=9), allowed_border=-1, pos_weight=-1, debug=False))
+
+
+def samples():
+    out = []
+    for boxes, labels in (([[4.0, 6.0, 40.0, 50.0], [30.0, 20.0, 60.0, 44.0]], [0, 2]), ([[10.0, 12.0, 34.0, 30.0]], [1])):
+        s = DetDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), batch_input_shape=(64, 64),
+                                        scale_factor=(1.0, 1.0)))
+        s.gt_instances = InstanceData(bboxes=torch.tensor(boxes), labels=torch.tensor(labels))
+        out.append(s)
+    return out
+
+
+def ld_setup(seed=0, same_teacher=False):
+    torch.manual_seed(seed)
+    head = GFLHead(**HEAD)
+    feats = [torch.randn(2, 8, s, s) for s in (8, 4, 2, 1, 1)]
+    s_cls, s_reg = head(feats)
+    if same_teacher:
+        t_cls, t_reg = [c.detach().clone() for c in s_cls], [r.detach().clone() for r in s_reg]
+    else:
+        t_cls = [c.detach() + torch.randn_like(c) for c in s_cls]
+        t_reg = [r.detach() + 2 * torch.randn_like(r) for r in s_reg]
+    ds = samples()
+    boxes, labels, valid = gt_from_data_samples(ds)
+    t_neck = [f + 0.1 * torch.randn_like(f) for f in feats] if not same_teacher else [f.clone() for f in feats]
+    ctx = KDContext(student=FeatureSet(neck=feats, cls_feat=[], reg_feat=[], head_outs=(s_cls, s_reg)),
+                    teacher=FeatureSet(neck=t_neck, cls_feat=[], reg_feat=[], head_outs=(t_cls, t_reg)),
+                    teacher_pred=None, gt_boxes=boxes, gt_labels=labels, gt_valid=valid,
+                    batch_input_shape=(64, 64), img_shapes=[(64, 64)] * 2, student_head=head,
+                    batch_data_samples=ds)
+    return head, ctx
+
+
+def test_ld_main_region_equals_mmdet_ldhead():
+    head, ctx = ld_setup()
+    ours = LDLoss(loss_weight=0.25, temp=10.0)(ctx)
+    assert set(ours) == {'loss_ld'}
+    ref_head = LDHead(loss_ld=dict(type='KnowledgeDistillationKLDivLoss', loss_weight=0.25, T=10), **HEAD)
+    ref_head.load_state_dict(head.state_dict())
+    s_cls, s_reg = ctx.student.head_outs
+    ds = ctx.batch_data_samples
+    ref = ref_head.loss_by_feat(s_cls, s_reg, [d.gt_instances for d in ds], [d.metainfo for d in ds],
+                                ctx.teacher.head_outs[1])
+    expected = sum(ref['loss_ld'])
+    assert expected > 0
+    torch.testing.assert_close(ours['loss_ld'], expected)
+
+
+def test_ld_gradients_reach_student_box_branch_only():
+    head, ctx = ld_setup()
+    t_reg = ctx.teacher.head_outs[1]
+    loss = LDLoss(vlr_weight=0.25, cls_kd_weight=5.0, imitation_weight=2.0)(ctx)
+    assert set(loss) == {'loss_ld', 'loss_ld_vlr', 'loss_ld_kd', 'loss_ld_im'}
+    assert all(torch.isfinite(v) and v > 0 for v in loss.values())
+    sum(loss.values()).backward()
+    assert head.gfl_reg.weight.grad.abs().sum() > 0 and head.gfl_cls.weight.grad.abs().sum() > 0
+    assert all(not r.requires_grad and r.grad is None for r in t_reg)
+
+
+def test_ld_is_zero_when_student_equals_teacher():
+    _, ctx = ld_setup(same_teacher=True)
+    out = LDLoss(vlr_weight=0.25, cls_kd_weight=5.0, imitation_weight=2.0)(ctx)
+    for k, v in out.items():
+        assert abs(float(v.detach())) < 1e-6, k
+
+
+def test_ld_rejects_other_heads_and_reg_max_mismatch():
+    _, ctx = ld_setup()
+    ctx.student_head = torch.nn.Conv2d(1, 1, 1)
+    with pytest.raises(ConfigError, match='GFL head'):
+        LDLoss()(ctx)
+    head, ctx = ld_setup()
+    head.reg_max = 8
+    with pytest.raises(ConfigError, match='reg_max'):
+        LDLoss()(ctx)
+    with pytest.raises(ConfigError, match="only GFL has"):
+        LDLoss.check_detector('atss')
+
+
+def test_atss_threshold_and_diou_by_hand():
+    gt = torch.tensor([[[-1.0, -1.0, 1.0, 1.0]]])                       # centre (0, 0)
+    anchors = torch.tensor([[0.0, -1.0, 2.0, 1.0], [1.0, -1.0, 3.0, 1.0], [2.0, -1.0, 4.0, 1.0]])  # centres 1, 2, 3
+    iou = torch.tensor([[[0.2, 0.6, 0.9]]])
+    # top-2 closest: IoUs 0.2, 0.6 -> mean 0.4 + unbiased std 0.2 sqrt 2
+    thr = atss_iou_threshold(gt, anchors, iou, [3], topk=2)
+    torch.testing.assert_close(thr, torch.tensor([[0.4 + 0.2 * math.sqrt(2)]]))
+    d, i = diou(gt, anchors)
+    # anchor 0: IoU 2/6; centre distance^2 1; enclosing box 3 x 2 -> c^2 = 13
+    torch.testing.assert_close(i[0, 0, 0], torch.tensor(1 / 3))
+    torch.testing.assert_close(d[0, 0, 0], torch.tensor(1 / 3 - 1 / 13))
