@@ -2,7 +2,9 @@
 # Resize scales are placeholders: pgd.config.compose_config sets them from the profile.
 dataset_type = 'ValidatedCocoDataset'
 data_root = 'results/data/synth_coco/'
-num_classes = 80
+# the six shape categories of pgd.data.synth_coco.CLASSES (category ids 1..6)
+metainfo = dict(classes=('circle', 'square', 'triangle', 'star', 'ring', 'cross'))
+num_classes = 6
 backend_args = None
 
 train_pipeline = [
@@ -27,6 +29,7 @@ train_dataloader = dict(
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
+        metainfo=metainfo,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='images/train/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=32),
@@ -41,6 +44,7 @@ val_dataloader = dict(
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
+        metainfo=metainfo,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='images/val/'),
         test_mode=True,

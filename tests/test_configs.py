@@ -1,0 +1,245 @@
+"""The config tree and pgd.config.compose_config: all 15 detectors build and train a step; profiles set scale only."""
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+
+import pgd.models  # noqa: F401  (registration)
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from pgd.config import (BACKBONES, DETECTORS, PROFILE_BACKBONE_KEYS, ConfigCompositionError, compose_config,
+                        config_root)
+
+torch.set_num_threads(1)
+MMLogger.get_instance('mmengine').setLevel(logging.WARNING)  # init_weights logs every parameter
+ALL = [(d, b) for d in DETECTORS for b in BACKBONES]
+CUSTOM_IMPORTS = dict(imports=['pgd.data.datasets', 'pgd.models', 'pgd.losses'], allow_failed_imports=False)
+
+
+def tiny_batch(n: int = 2, size: int = 64):
+    inputs, samples = [], []
+    for i in range(n):
+        inputs.append(torch.randint(0, 256, (3, size, size), dtype=torch.uint8))
+        meta = dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size), scale_factor=(1.0, 1.0))
+        sample = DetDataSample(metainfo=meta)
+        sample.gt_instances = InstanceData(bboxes=torch.tensor([[4.0, 6.0, 30.0, 40.0], [20.0 + i, 18.0, 60.0, 58.0]]),
+                                           labels=torch.tensor([1, 4]))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+@pytest.mark.parametrize('detector,backbone', ALL)
+def test_every_detector_builds_and_trains_one_step(detector, backbone):
+    """64 px (P7 is 1x1: DDOD's DCN runs through the small-input fix), batch 2, mini profile, from scratch."""
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    cfg = compose_config(detector, backbone, 'mini', 'student')
+    assert cfg.custom_imports == CUSTOM_IMPORTS
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    data = model.data_preprocessor(tiny_batch(), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    total = sum(v if torch.is_tensor(v) else sum(v) for k, v in losses.items() if k.startswith('loss'))
+    assert torch.isfinite(total) and float(total) > 0
+    total.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f'no gradient reached {missing[:5]}'
+    head_grad = sum(float(p.grad.abs().sum()) for p in model.bbox_head.parameters())
+    backbone_grad = sum(float(p.grad.abs().sum()) for p in model.backbone.parameters() if p.grad is not None)
+    assert head_grad > 0 and backbone_grad > 0
+    # mini trains BN from scratch: nothing frozen, BN in train mode
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.training for m in bns)
+
+
+def test_architecture_details():
+    init_default_scope('mmdet')
+    atss = MODELS.build(compose_config('atss', 'r50', 'mini', 'student').model)
+    assert type(atss.bbox_head).__name__ == 'ATSSIoUHead'
+    ddod = MODELS.build(compose_config('ddod', 'r50', 'mini', 'student').model)
+    assert type(ddod.bbox_head.cls_convs[0].conv).__name__ == 'SmallInputDeformConv2dPack'
+    assert type(ddod.bbox_head.reg_convs[0].conv).__name__ == 'SmallInputDeformConv2dPack'
+    mbv2 = MODELS.build(compose_config('fcos', 'mbv2', 'mini', 'student').model)
+    feats = mbv2.backbone(torch.zeros(1, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == [32, 96, 1280]
+    assert [64 // f.shape[-1] for f in feats] == [8, 16, 32]  # strides 8/16/32 feed P3-P5
+    outs = mbv2.neck(feats)
+    assert len(outs) == 5 and all(o.shape[1] == 256 for o in outs)
+    r101 = compose_config('gfl', 'r101', 'mini', 'teacher').model
+    assert r101.backbone.depth == 101 and r101.neck.num_outs == 5 and r101.neck.add_extra_convs == 'on_output'
+    aa = compose_config('autoassign', 'r50', 'mini', 'student').model
+    assert aa.neck.add_extra_convs is True and aa.neck.relu_before_extra_convs
+
+
+def _strip_profile_keys(model: dict) -> dict:
+    model = copy.deepcopy(model)
+    for key in PROFILE_BACKBONE_KEYS:
+        model['backbone'].pop(key, None)
+    model['bbox_head'].pop('num_classes')  # set by the data (6 synthetic shapes vs 80 COCO classes)
+    return model
+
+
+@pytest.mark.parametrize('detector,backbone', ALL)
+def test_profiles_change_only_init_and_bn(detector, backbone):
+    for role in ('student', 'teacher'):
+        mini = compose_config(detector, backbone, 'mini', role).model.to_dict()
+        paper = compose_config(detector, backbone, 'paper', role).model.to_dict()
+        assert _strip_profile_keys(mini) == _strip_profile_keys(paper)
+        assert paper['bbox_head']['num_classes'] == 80 and mini['bbox_head']['num_classes'] == 6
+
+
+def test_paper_profile_values():
+    s = compose_config('atss', 'r50', 'paper', 'student')
+    t = compose_config('atss', 'r101', 'paper', 'teacher')
+    for cfg in (s, t):
+        assert cfg.train_dataloader.batch_size == 4
+        assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=32)
+        opt = cfg.optim_wrapper
+        assert opt.optimizer == dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001)
+        assert opt.clip_grad == dict(max_norm=35, norm_type=2)
+        warm = cfg.param_scheduler[0]
+        assert (warm.type, warm.start_factor, warm.end, warm.by_epoch) == ('LinearLR', 0.001, 500, False)
+        bb = cfg.model.backbone
+        assert bb.norm_eval is True and bb.frozen_stages == 1 and bb.norm_cfg.requires_grad is False
+        assert 'coco' in cfg.train_dataloader.dataset.data_root
+        assert cfg.test_dataloader.dataset.pipeline[1] == dict(type='Resize', scale=(1333, 800), keep_ratio=True)
+        assert cfg.val_evaluator.type == 'CocoMetric' and cfg.val_evaluator.metric == 'bbox'
+    assert s.train_cfg == dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=12)
+    assert s.param_scheduler[1].milestones == [8, 11] and s.param_scheduler[1].end == 12
+    assert s.train_dataloader.dataset.pipeline[2] == dict(type='Resize', scale=(1333, 800), keep_ratio=True)
+    assert s.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='torchvision://resnet50')
+    assert t.train_cfg.max_epochs == 36
+    assert t.param_scheduler[1].milestones == [27, 33] and t.param_scheduler[1].end == 36
+    assert t.train_dataloader.dataset.pipeline[2] == dict(type='RandomResize', scale=[(1333, 480), (1333, 960)],
+                                                          keep_ratio=True)
+    assert t.model.backbone.init_cfg.checkpoint == 'torchvision://resnet101'
+    mb = compose_config('fcos', 'mbv2', 'paper', 'student').model.backbone
+    assert mb.init_cfg == dict(type='Pretrained', checkpoint='open-mmlab://mmdet/mobilenet_v2')
+    assert mb.norm_eval is True and mb.norm_cfg.requires_grad is False
+
+
+def test_paper_dataset_roots_from_env(monkeypatch):
+    monkeypatch.setenv('PGD_COCO_ROOT', 'somewhere/coco')
+    monkeypatch.setenv('PGD_CROWDHUMAN_ROOT', 'elsewhere/ch')
+    coco = compose_config('ddod', 'r50', 'paper', 'student')
+    assert coco.train_dataloader.dataset.data_root == 'somewhere/coco/'
+    assert coco.val_evaluator.ann_file == 'somewhere/coco/annotations/instances_val2017.json'
+    ch = compose_config('ddod', 'r101', 'paper', 'teacher', dataset='crowdhuman')
+    assert ch.train_dataloader.dataset.type == 'ValidatedCrowdHumanDataset'
+    assert ch.val_evaluator.type == 'CrowdHumanMetric' and ch.val_evaluator.ann_file == 'elsewhere/ch/annotation_val.odgt'
+    assert ch.model.bbox_head.num_classes == 1
+    assert ch.train_dataloader.dataset.pipeline[2].scale == [(1400, 480), (1400, 960)]
+
+
+def test_mini_profile_values():
+    s = compose_config('atss', 'r50', 'mini', 'student')
+    t = compose_config('atss', 'r101', 'mini', 'teacher')
+    assert s.train_dataloader.dataset.data_root == 'results/data/synth_coco/'
+    assert s.train_dataloader.dataset.type == 'ValidatedCocoDataset'
+    assert s.train_cfg.type == 'IterBasedTrainLoop' and t.train_cfg.type == 'IterBasedTrainLoop'
+    assert t.train_cfg.max_iters == 3 * s.train_cfg.max_iters  # 3x vs 1x
+    for cfg in (s, t):
+        assert cfg.model.backbone.init_cfg is None and cfg.model.backbone.norm_eval is False
+        assert cfg.model.backbone.frozen_stages == -1
+        sched = cfg.param_scheduler[1]
+        assert sched.by_epoch is False and sched.end == cfg.train_cfg.max_iters
+        assert sched.milestones == [cfg.train_cfg.max_iters * 8 // 12, cfg.train_cfg.max_iters * 11 // 12]
+        assert cfg.default_hooks.checkpoint.by_epoch is False
+        assert cfg.log_processor.by_epoch is False
+    assert t.train_dataloader.dataset.pipeline[2].type == 'RandomResize'
+    assert s.train_dataloader.dataset.pipeline[2].type == 'Resize'
+    crowd = compose_config('ddod', 'r50', 'mini', 'student', dataset='crowdhuman')
+    assert crowd.train_dataloader.dataset.data_root == 'results/data/synth_crowd/'
+    assert crowd.test_evaluator.type == 'CrowdHumanMetric'
+
+
+def test_overrides_seed_and_work_dir(tmp_path):
+    cfg = compose_config('fcos', 'r50', 'mini', 'student', seed=7, work_dir=tmp_path,
+                         overrides={'train_cfg.max_iters': 20, 'train_dataloader.batch_size': 2,
+                                    'train_dataloader.dataset.pipeline.2.scale': (64, 64),
+                                    'data_root': 'elsewhere/synth/'})
+    assert cfg.train_cfg.max_iters == 20 and cfg.train_dataloader.batch_size == 2
+    assert cfg.train_dataloader.dataset.pipeline[2].scale == (64, 64)
+    assert cfg.randomness.seed == 7 and cfg.work_dir == str(tmp_path)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[key].dataset.data_root == 'elsewhere/synth/'
+    assert cfg.val_evaluator.ann_file == 'elsewhere/synth/annotations/instances_val.json'
+    assert cfg.pgd == dict(detector='fcos', backbone='r50', profile='mini', role='student', dataset='coco',
+                           method=None, method_overrides={})
+    # the composed config survives a dump / reload (the run directory's config.py)
+    cfg.dump(str(tmp_path / 'config.py'))
+    from mmengine.config import Config
+    again = Config.fromfile(str(tmp_path / 'config.py'))
+    assert again.model == cfg.model and again.train_cfg == cfg.train_cfg
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(detector='retina'), "unknown detector 'retina'"),
+    (dict(backbone='r18'), "unknown backbone 'r18'"),
+    (dict(profile='huge'), "unknown profile 'huge'"),
+    (dict(role='assistant'), "unknown role 'assistant'"),
+    (dict(dataset='voc'), "unknown dataset 'voc'"),
+    (dict(method='nosuch', teacher='t'), "unknown method 'nosuch'"),
+    (dict(method='pgd'), 'needs a teacher'),
+    (dict(method_overrides={'k': 3}), 'without a method'),
+])
+def test_clear_errors(kwargs, match):
+    args = dict(detector='atss', backbone='r50', profile='mini', role='student')
+    args.update(kwargs)
+    with pytest.raises(ConfigCompositionError, match=match):
+        compose_config(**args)
+
+
+def _config_copy(tmp_path: Path) -> Path:
+    root = tmp_path / 'configs'
+    shutil.copytree(config_root(), root, ignore=shutil.ignore_patterns('__pycache__', 'distill'))
+    (root / 'distill').mkdir()
+    (root / 'distill' / 'toykd.py').write_text(
+        "distill = dict(init_student=True, teacher_guided_assign=False,\n"
+        "               kd_losses=[dict(type='SomeKDLoss', alpha=1.0, k=30)])\n"
+        "detector_overrides = dict(atss=dict(alpha=0.08), atss_mbv2=dict(alpha=0.04),\n"
+        "                          ddod_crowdhuman=dict(alpha=0.001))\n")
+    return root
+
+
+def test_method_wraps_student_in_distiller(tmp_path, monkeypatch):
+    monkeypatch.setenv('PGD_CONFIG_ROOT', str(_config_copy(tmp_path)))
+    run = tmp_path / 'runs' / 'atss_r101_teacher'
+    cfg = compose_config('atss', 'mbv2', 'mini', 'student', method='toykd', teacher=run,
+                         method_overrides={'k': 15, 'init_student': False})
+    m = cfg.model
+    assert m.type == 'DistillDetector'
+    assert m.teacher == dict(config=str(run / 'config.py'), checkpoint=str(run / 'model.pth'))
+    assert m.student == compose_config('atss', 'mbv2', 'mini', 'student').model
+    # detector, then detector_backbone, then the row's overrides; distiller keys go to the distiller
+    assert m.kd_losses == [dict(type='SomeKDLoss', alpha=0.04, k=15)]
+    assert m.init_student is False and m.teacher_guided_assign is False
+    explicit = compose_config('ddod', 'r50', 'mini', 'student', dataset='crowdhuman', method='toykd',
+                              teacher=dict(config='a/config.py', checkpoint='a/model.pth'))
+    assert explicit.model.kd_losses[0].alpha == 0.001
+    assert explicit.model.teacher == dict(config='a/config.py', checkpoint='a/model.pth')
+    assert explicit.pgd.method == 'toykd'
+    with pytest.raises(ConfigCompositionError, match='config and checkpoint'):
+        compose_config('atss', 'r50', 'mini', 'student', method='toykd', teacher=dict(config='x.py'))
+
+
+def test_profile_typos_are_rejected(tmp_path, monkeypatch):
+    root = _config_copy(tmp_path)
+    text = (root / 'profiles' / 'mini.py').read_text()
+    (root / 'profiles' / 'typo.py').write_text(text + '\ntrain_batchsize = 8\n')
+    (root / 'profiles' / 'arch.py').write_text(text + "\nbackbone = dict(r50=dict(depth=18))\n")
+    monkeypatch.setenv('PGD_CONFIG_ROOT', str(root))
+    with pytest.raises(ConfigCompositionError, match='train_batchsize'):
+        compose_config('atss', 'r50', 'typo', 'student')
+    with pytest.raises(ConfigCompositionError, match='depth'):
+        compose_config('atss', 'r50', 'arch', 'student')
