@@ -1,0 +1,198 @@
+"""MLflow glue: one sqlite store per profile, ``results/<profile>/mlflow.db``, experiment ``pgd-<profile>``.
+
+Training logs through mmengine's own ``MLflowVisBackend`` (config from :func:`mlflow_vis_backend`): params (the
+flattened resolved config), scalars at the logger interval, and at the end the run directory's config / log files
+as artifacts. Evaluation adds final metrics and files to the same run, found by name (:func:`log_eval_metrics`).
+
+Concurrency. Several trainings (Snakemake jobs, SLURM tasks on other nodes) share one sqlite file. Two things in
+MLflow are not safe under that:
+
+* creating the schema and running its migrations: MLflow serialises this with a lock under the *local* temporary
+  directory, which does not reach across cluster nodes;
+* ``MLflowVisBackend`` creates a missing experiment with check-then-create, so two first runs race and one fails.
+
+Both happen here, once, under an ``fcntl`` lock on a file beside the DB (:func:`prepare_tracking`); by the time a
+backend starts, schema and experiment exist. Ordinary writes then only contend for sqlite's write lock, which MLflow
+waits out (``busy_timeout`` 20 s per session); the calls made here are retried on top of that when sqlite still
+reports "database is locked". WAL journalling is deliberately not switched on: it does not work on network file
+systems, where a cluster's results directory usually lives.
+"""
+from __future__ import annotations
+
+import fcntl
+import math
+import numbers
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["DB_NAME", "tracking_uri", "experiment_name", "prepare_tracking", "mlflow_vis_backend",
+           "find_run", "log_eval_metrics"]
+
+DB_NAME = "mlflow.db"
+LOCK_NAME = ".mlflow.lock"
+ARTIFACT_DIR = "mlartifacts"
+# Files of the run directory uploaded when training ends: the dumped config and the text log.
+DEFAULT_ARTIFACT_SUFFIX = (".py", ".log")
+
+_PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+T = TypeVar("T")
+
+
+def tracking_uri(results_dir: str | os.PathLike) -> str:
+    """``sqlite:///<absolute results_dir>/mlflow.db`` (sqlite: MLflow 3 refuses the plain file store)."""
+    return f"sqlite:///{Path(results_dir).resolve() / DB_NAME}"
+
+
+def experiment_name(profile: str) -> str:
+    if not isinstance(profile, str) or not _PROFILE_RE.match(profile):
+        raise ValueError(f"profile must be a plain name such as 'mini' or 'paper', got {profile!r}")
+    return f"pgd-{profile}"
+
+
+@contextmanager
+def _store_lock(results_dir: Path):
+    """Exclusive ``fcntl`` lock on ``<results_dir>/.mlflow.lock`` (POSIX locks also hold across NFS clients)."""
+    with open(results_dir / LOCK_NAME, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _is_locked_error(err: BaseException) -> bool:
+    while err is not None:
+        if "database is locked" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _retry(fn: Callable[..., T], *args: Any, attempts: int = 8, delay: float = 0.25, **kwargs: Any) -> T:
+    """Call ``fn``; on sqlite's "database is locked" wait (exponential backoff with jitter) and try again."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # MLflow wraps sqlite's OperationalError in its own exceptions
+            if attempt == attempts - 1 or not _is_locked_error(err):
+                raise
+            time.sleep(delay * 2 ** attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def prepare_tracking(results_dir: str | os.PathLike, profile: str) -> str:
+    """Create the store (schema, migrations) and the profile's experiment if missing; return the experiment id.
+
+    Safe to call from many processes at once. The experiment's artifacts go to ``<results_dir>/mlartifacts``
+    rather than MLflow's default, a ``mlruns`` folder under whatever the working directory happens to be.
+    """
+    results = Path(results_dir).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    name = experiment_name(profile)
+    with _store_lock(results):
+        client = _retry(_client, tracking_uri(results))  # first use of the URI creates and migrates the schema
+        exp = _retry(client.get_experiment_by_name, name)
+        if exp is not None:
+            if exp.lifecycle_stage != "active":
+                raise RuntimeError(f"experiment {name!r} in {results / DB_NAME} is deleted; restore it "
+                                   f"(mlflow experiments restore) or remove the database")
+            return exp.experiment_id
+        artifacts = (results / ARTIFACT_DIR).as_uri()
+        return _retry(client.create_experiment, name, artifact_location=artifacts)
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, (list, tuple, set)):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def mlflow_vis_backend(results_dir: str | os.PathLike, profile: str, run_name: str,
+                       tags: Mapping[str, Any] | None = None,
+                       artifact_suffix: Iterable[str] = DEFAULT_ARTIFACT_SUFFIX,
+                       save_dir: str | None = None) -> dict:
+    """Config dict for mmengine's ``MLflowVisBackend`` logging into this project's store.
+
+    Put it in ``visualizer.vis_backends``; the Runner fills ``save_dir``. The backend logs every key of the
+    flattened resolved config as a param, scalars at the logger interval, and on close the files under the work
+    dir ending in ``artifact_suffix``. Tags follow the contract (``tables`` as a comma list, ``detector``,
+    ``method``, ``role``); list values are joined with commas. Prepares the store, so call it in the process
+    that trains, before the Runner is built.
+    """
+    if not run_name or not isinstance(run_name, str):
+        raise ValueError(f"run_name must be a non-empty string, got {run_name!r}")
+    prepare_tracking(results_dir, profile)
+    cfg = dict(type="MLflowVisBackend", exp_name=experiment_name(profile), run_name=run_name,
+               tags={str(k): _tag_value(v) for k, v in (tags or {}).items()} or None,
+               tracking_uri=tracking_uri(results_dir), artifact_suffix=tuple(artifact_suffix))
+    if save_dir is not None:
+        cfg["save_dir"] = str(save_dir)
+    return cfg
+
+
+def find_run(results_dir: str | os.PathLike, profile: str, run_name: str):
+    """The most recently started run called ``run_name`` (a resumed training starts a new one), or None."""
+    client = _client(tracking_uri(results_dir))
+    exp = _retry(client.get_experiment_by_name, experiment_name(profile))
+    if exp is None:
+        return None
+    quoted = run_name.replace("'", "\\'")
+    runs = _retry(client.search_runs, [exp.experiment_id], filter_string=f"attributes.run_name = '{quoted}'",
+                  order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def _split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """Numbers become metrics; strings (``"dataset": "coco"`` in metrics.json) become ``eval.<key>`` tags."""
+    values, labels = {}, {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or value is None:
+            raise TypeError(f"metric {key!r}: expected a number or a string, got {value!r}")
+        if isinstance(value, numbers.Real):
+            values[key] = float(value)
+        elif isinstance(value, str):
+            labels[f"eval.{key}"] = value
+        else:
+            raise TypeError(f"metric {key!r}: expected a number or a string, got {type(value).__name__}")
+    bad = [k for k, v in values.items() if math.isinf(v)]
+    if bad:
+        raise ValueError(f"metrics {bad} are infinite")
+    return values, labels
+
+
+def log_eval_metrics(results_dir: str | os.PathLike, profile: str, run_name: str, metrics: Mapping[str, Any],
+                     artifacts: Iterable[str | os.PathLike] = ()) -> str:
+    """Log final metrics (step 0) and files to the run called ``run_name``; create the run if training did not
+    log one. Returns the run id."""
+    from mlflow.entities import Metric, RunTag
+
+    values, labels = _split_metrics(metrics)
+    files = [Path(p) for p in artifacts]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"artifacts to log do not exist: {missing}")
+    exp_id = prepare_tracking(results_dir, profile)
+    client = _client(tracking_uri(results_dir))
+    run = find_run(results_dir, profile, run_name)
+    created = run is None
+    run_id = (_retry(client.create_run, exp_id, run_name=run_name) if created else run).info.run_id
+    now = int(time.time() * 1000)
+    _retry(client.log_batch, run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()],
+           tags=[RunTag(k, v) for k, v in labels.items()])
+    for path in files:
+        _retry(client.log_artifact, run_id, str(path))
+    if created:
+        _retry(client.set_terminated, run_id)
+    return run_id

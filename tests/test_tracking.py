@@ -1,0 +1,225 @@
+"""pgd.tracking: one sqlite MLflow store per profile, safe under concurrent writers; mmengine's MLflowVisBackend."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from pgd import tracking
+from pgd.tracking import (experiment_name, find_run, log_eval_metrics, mlflow_vis_backend, prepare_tracking,
+                          tracking_uri)
+
+torch.set_num_threads(1)
+mlflow = pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One store shared by the tests that do not need a fresh one (creating the schema takes seconds); they keep
+    apart through profile and run names."""
+    return tmp_path_factory.mktemp("store") / "results"
+
+
+def client_for(results_dir) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri(results_dir))
+
+
+def test_tracking_uri_is_absolute_sqlite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri("results/mini") == f"sqlite:///{tmp_path}/results/mini/mlflow.db"
+    assert tracking_uri(tmp_path / "r") == f"sqlite:///{tmp_path}/r/mlflow.db"
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "../x", None, "-x"])
+def test_experiment_name_rejects_bad_profiles(bad):
+    with pytest.raises(ValueError, match="profile"):
+        experiment_name(bad)
+    assert experiment_name("paper") == "pgd-paper"
+
+
+def test_prepare_is_idempotent_and_keeps_artifacts_under_results(store):
+    first = prepare_tracking(store, "prep")
+    assert prepare_tracking(store, "prep") == first
+    exp = client_for(store).get_experiment(first)
+    assert exp.name == "pgd-prep"
+    assert exp.artifact_location == (store / "mlartifacts").as_uri()
+    assert (store / "mlflow.db").is_file()
+    assert prepare_tracking(store, "prep2") != first  # one experiment per profile
+
+
+def test_retry_only_on_locked_database(monkeypatch):
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            try:
+                raise RuntimeError("(sqlite3.OperationalError) database is locked")
+            except RuntimeError as inner:
+                raise ValueError("wrapped by mlflow") from inner
+        return "ok"
+
+    assert tracking._retry(flaky) == "ok" and len(calls) == 3
+    with pytest.raises(KeyError):
+        tracking._retry(lambda: (calls.append(1), {}["missing"]))
+    assert len(calls) == 4  # other errors are not retried
+    with pytest.raises(RuntimeError, match="locked"):
+        tracking._retry(lambda: (_ for _ in ()).throw(RuntimeError("database is locked")), attempts=3)
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import mmengine.visualization  # registers MLflowVisBackend
+    from mmengine.config import Config
+    from mmengine.registry import VISBACKENDS
+    from pgd.tracking import log_eval_metrics, mlflow_vis_backend
+
+    results, name = sys.argv[1], sys.argv[2]
+    work_dir = Path(sys.argv[3])
+    work_dir.mkdir(parents=True)
+    (work_dir / "config.py").write_text(f"name = {name!r}\\n")
+    cfg = Config(dict(name=name, work_dir=str(work_dir), model=dict(depth=50, neck=dict(channels=[8, 16])),
+                      optim_wrapper=dict(optimizer=dict(lr=0.01))))
+    backend = VISBACKENDS.build(mlflow_vis_backend(results, "mini", name, save_dir=str(work_dir / "vis"),
+                                                   tags=dict(tables=["t1", "t5"], detector="atss", role="student")))
+    backend.add_config(cfg)
+    for step in range(1, 51):
+        backend.add_scalars({"loss": 1.0 / step, "loss_kd": 2.0 * step}, step=step)
+    backend.close()
+    metrics = work_dir / "metrics.json"
+    metrics.write_text('{"dataset": "coco", "AP": %d}' % (40 + len(name)))
+    log_eval_metrics(results, "mini", name, {"dataset": "coco", "AP": 40 + len(name)}, [metrics])
+""")
+
+
+def test_two_processes_share_one_fresh_store(tmp_path):
+    """Two trainings start at the same moment on a store that does not exist yet: schema creation, experiment
+    creation and interleaved writes; afterwards both runs hold everything."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    results = tmp_path / "results" / "mini"
+    names = ["atss_r50_pgd", "gfl_r50_kd"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, str(script), str(results), n, str(tmp_path / n)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for n in names]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+
+    client = client_for(results)
+    for name in names:
+        run = find_run(results, "mini", name)
+        assert run is not None, name
+        assert run.info.status == "FINISHED"
+        assert run.data.params == {"name": name, "work_dir": str(tmp_path / name), "model.depth": "50",
+                                   "model.neck.channels": "[8, 16]", "optim_wrapper.optimizer.lr": "0.01"}
+        assert run.data.tags["tables"] == "t1,t5" and run.data.tags["detector"] == "atss"
+        assert run.data.tags["eval.dataset"] == "coco"
+        loss = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss"))
+        assert loss == [(s, pytest.approx(1.0 / s)) for s in range(1, 51)]
+        kd = client.get_metric_history(run.info.run_id, "loss_kd")
+        assert sorted(m.value for m in kd) == [2.0 * s for s in range(1, 51)]
+        assert run.data.metrics["AP"] == 40 + len(name)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.py", "metrics.json"} <= artifacts
+        local = Path(client.download_artifacts(run.info.run_id, "config.py", str(tmp_path / f"dl_{name}")))
+        assert local.read_text() == f"name = {name!r}\n"
+    assert len(client.search_experiments()) == 2  # pgd-mini and MLflow's Default, nothing duplicated
+
+
+def test_log_eval_metrics_creates_or_reuses_run(tmp_path, store):
+    results = store
+    metrics_file = tmp_path / "metrics.json"
+    metrics_file.write_text(json.dumps({"dataset": "crowdhuman", "MR": 45.2, "AP": 88.1, "JI": 80.0}))
+    run_id = log_eval_metrics(results, "mini", "crowd_r50", json.loads(metrics_file.read_text()), [metrics_file])
+    run = client_for(results).get_run(run_id)
+    assert run.info.run_name == "crowd_r50" and run.info.status == "FINISHED"
+    assert run.data.metrics == {"MR": 45.2, "AP": 88.1, "JI": 80.0}
+    assert run.data.tags["eval.dataset"] == "crowdhuman"
+    # a second evaluation lands in the same run, overwriting the latest value
+    assert log_eval_metrics(results, "mini", "crowd_r50", {"AP": 88.5}) == run_id
+    assert client_for(results).get_run(run_id).data.metrics["AP"] == 88.5
+
+
+def test_log_eval_metrics_rejects_bad_input(tmp_path):
+    with pytest.raises(TypeError, match="'AP'"):
+        log_eval_metrics(tmp_path, "mini", "r", {"AP": [1, 2]})
+    with pytest.raises(TypeError, match="'ok'"):
+        log_eval_metrics(tmp_path, "mini", "r", {"ok": True})
+    with pytest.raises(ValueError, match="infinite"):
+        log_eval_metrics(tmp_path, "mini", "r", {"AP": float("inf")})
+    with pytest.raises(FileNotFoundError, match="nothere.json"):
+        log_eval_metrics(tmp_path, "mini", "r", {"AP": 1.0}, [tmp_path / "nothere.json"])
+    with pytest.raises(ValueError, match="run_name"):
+        mlflow_vis_backend(tmp_path, "mini", "")
+
+
+def test_vis_backend_config_drives_a_runner(tmp_path, store):
+    """The dict goes into a Runner's visualizer: the run gets the resolved config as params, the losses at the
+    logger interval, and the dumped config file as an artifact."""
+    from mmengine.config import Config
+    from mmengine.model import BaseModel
+    from mmengine.registry import DATASETS, MODELS
+    from mmengine.runner import Runner
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    @MODELS.register_module(name="TrackingToyModel", force=True)
+    class ToyModel(BaseModel):
+        def __init__(self, width):
+            super().__init__()
+            self.fc = nn.Linear(2, width)
+
+        def forward(self, inputs, mode="loss"):
+            return dict(loss=self.fc(inputs).pow(2).mean())
+
+    @DATASETS.register_module(name="TrackingToyData", force=True)
+    class ToyData(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return dict(inputs=torch.full((2,), float(i)))
+
+    results = store
+    cfg = Config(dict(
+        model=dict(type="TrackingToyModel", width=3),
+        work_dir=str(tmp_path / "run"),
+        experiment_name="tracking_runner_test",
+        train_dataloader=dict(dataset=dict(type="TrackingToyData"), batch_size=2, num_workers=0,
+                              sampler=dict(type="DefaultSampler", shuffle=False),
+                              collate_fn=dict(type="default_collate")),
+        train_cfg=dict(by_epoch=False, max_iters=4),
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.001)),
+        default_hooks=dict(logger=dict(type="LoggerHook", interval=2), checkpoint=None),
+        visualizer=dict(type="Visualizer", vis_backends=[
+            mlflow_vis_backend(results, "mini", "toy_run", tags=dict(role="teacher", method=None))]),
+        log_level="WARNING",
+        default_scope="mmengine",
+    ))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    runner.visualizer.close()  # what the Runner's after_run does in mmengine; closing twice is harmless
+
+    run = find_run(results, "mini", "toy_run")
+    assert run is not None and run.info.status == "FINISHED"
+    assert run.data.params["model.width"] == "3"
+    assert run.data.params["train_cfg.max_iters"] == "4"
+    assert run.data.tags["role"] == "teacher" and run.data.tags["method"] == "none"
+    steps = sorted(m.step for m in client_for(results).get_metric_history(run.info.run_id, "loss"))
+    assert steps == [2, 4]
+    artifacts = client_for(results).list_artifacts(run.info.run_id)
+    paths = {a.path for a in artifacts}
+    nested = {f.path for a in artifacts if a.is_dir for f in client_for(results).list_artifacts(run.info.run_id,
+                                                                                                 a.path)}
+    assert "config.py" in paths
+    assert any(p.endswith(".log") for p in paths | nested)
