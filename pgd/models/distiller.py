@@ -40,14 +40,31 @@ class FeatureHooks:
                                   'is needed for PGD-style head distillation)')
         self.cls: list[Tensor] = []
         self.reg: list[Tensor] = []
-        self._handles = [head.cls_convs[0].register_forward_hook(lambda m, i, o: self.cls.append(o)),
-                         head.reg_convs[0].register_forward_hook(lambda m, i, o: self.reg.append(o))]
+        self.armed = False   # record only inside the distiller's own passes (not in predict / validation)
+        self._handles = [head.cls_convs[0].register_forward_hook(self._record(self.cls)),
+                         head.reg_convs[0].register_forward_hook(self._record(self.reg))]
+
+    def _record(self, store: list[Tensor]):
+        def hook(module, inputs, output):
+            if self.armed:
+                store.append(output)
+        return hook
 
     def clear(self) -> None:
-        self.cls, self.reg = [], []
+        self.cls.clear()
+        self.reg.clear()
+
+    @contextmanager
+    def recording(self):
+        self.clear()
+        self.armed = True
+        try:
+            yield
+        finally:
+            self.armed = False
 
     def take(self, num_levels: int, owner: str) -> tuple[list[Tensor], list[Tensor]]:
-        cls, reg = self.cls, self.reg
+        cls, reg = list(self.cls), list(self.reg)
         self.clear()
         if len(cls) != num_levels or len(reg) != num_levels:
             raise RuntimeError(f'{owner} hooks collected {len(cls)} cls / {len(reg)} reg features for '
@@ -106,10 +123,15 @@ def build_teacher(teacher: dict | None, teacher_model: dict | None) -> nn.Module
     from pgd.checkpoint import load_checkpoint   # the weights_only loader with mmengine's allow-list
     ckpt = load_checkpoint(teacher['checkpoint'])
     state = ckpt.get('state_dict', ckpt)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or reshaped:
         raise ConfigError(f'teacher checkpoint {teacher["checkpoint"]} does not match {cfg_path}: missing '
-                          f'{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}')
+                          f'{missing[:5]}, unexpected {unexpected[:5]}, other shape {reshaped[:5]} '
+                          f'({len(missing)}/{len(unexpected)}/{len(reshaped)} in all)')
+    model.load_state_dict(state, strict=True)
     return model
 
 
@@ -232,17 +254,16 @@ class DistillDetector(BaseDetector):
     # ------------------------------------------------------------------ passes
     def _forward_teacher(self, batch_inputs: Tensor) -> FeatureSet:
         self.teacher.eval()
-        self._teacher_hooks.clear()
-        with torch.no_grad():
+        with torch.no_grad(), self._teacher_hooks.recording():
             neck = self.teacher.extract_feat(batch_inputs)
             outs = self.teacher.bbox_head(neck)
         cls, reg = self._teacher_hooks.take(len(neck), 'teacher')
         return FeatureSet(neck=list(neck), cls_feat=cls, reg_feat=reg, head_outs=outs)
 
     def _forward_student(self, batch_inputs: Tensor) -> FeatureSet:
-        self._student_hooks.clear()
-        neck = self.student.extract_feat(batch_inputs)
-        outs = self.student.bbox_head(neck)
+        with self._student_hooks.recording():
+            neck = self.student.extract_feat(batch_inputs)
+            outs = self.student.bbox_head(neck)
         cls, reg = self._student_hooks.take(len(neck), 'student')
         return FeatureSet(neck=list(neck), cls_feat=cls, reg_feat=reg, head_outs=outs)
 

@@ -1,0 +1,269 @@
+"""DistillDetector: one distillation step per detector, teacher isolation, hooks, init_student, saved student,
+teacher from a config + checkpoint, DDOD teacher-guided assignment."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+
+import pgd.losses  # noqa: F401
+import pgd.models  # noqa: F401
+from pgd.checkpoint import load_checkpoint, save_checkpoint
+from pgd.losses.base import ConfigError
+from pgd.models.distiller import DistillDetector
+
+from tiny_detectors import DETECTORS, FEAT, tiny_batch, tiny_detector_cfg
+
+register_all_modules()
+torch.set_num_threads(1)
+
+SHAPES = ((3, 96, 96), (3, 80, 64))
+LEVEL_SIZES = [(12, 12), (6, 6), (3, 3), (2, 2), (1, 1)]   # 96 px batch, strides 8 .. 128
+
+
+def distiller_cfg(detector, kd=True, **kw):
+    cfg = dict(type='DistillDetector', student=tiny_detector_cfg(detector, width=8),
+               teacher_model=tiny_detector_cfg(detector, width=16),
+               kd_losses=[dict(type='PGDLoss', k=9)] if kd else [])
+    cfg.update(kw)
+    return cfg
+
+
+def build(detector, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = MODELS.build(distiller_cfg(detector, **kw))
+    model.init_weights()
+    model.train()
+    return model
+
+
+@pytest.fixture(scope='module', params=DETECTORS)
+def stepped(request):
+    """One SGD step of a freshly built distiller; returns what the tests below inspect."""
+    detector = request.param
+    model = build(detector, teacher_guided_assign='auto')
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in model.student.state_dict().items()}
+    optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)))
+    inputs, samples = tiny_batch(model, shapes=SHAPES)
+    losses = model.loss(inputs, samples)
+    total, log_vars = model.parse_losses(losses)
+    optim.update_params(total)
+    return dict(detector=detector, model=model, losses=losses, log_vars=log_vars, optim=optim,
+                teacher_before=teacher_before, student_before=student_before)
+
+
+def test_step_losses_finite_and_kd_present(stepped):
+    losses = stepped['losses']
+    kd = [k for k in losses if k.startswith('loss_pgd_')]
+    assert sorted(kd) == ['loss_pgd_cls_att', 'loss_pgd_cls_fea', 'loss_pgd_reg_att', 'loss_pgd_reg_fea']
+    for key, value in stepped['log_vars'].items():
+        assert torch.isfinite(torch.as_tensor(value)), key
+    assert all(losses[k] > 0 for k in kd)   # random teacher and student: the features differ
+
+
+def test_teacher_isolated_and_unchanged(stepped):
+    model = stepped['model']
+    teacher_params = {id(p) for p in model.teacher.parameters()}
+    assert not teacher_params & {id(p) for p in model.parameters()}
+    for group in stepped['optim'].optimizer.param_groups:
+        assert not teacher_params & {id(p) for p in group['params']}
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    assert not any(k.startswith('teacher') for k in model.state_dict())
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, stepped['teacher_before'][key]), key   # BN running stats included
+    changed = [k for k, v in model.student.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, stepped['student_before'][k])]
+    assert any(k.startswith('backbone.') for k in changed) and any(k.startswith('bbox_head.') for k in changed)
+    model.train()
+    assert not model.teacher.training and model.student.training
+    assert all(not m.training for m in model.teacher.modules())
+
+
+def test_kd_gradient_reaches_student_only():
+    model = build('fcos')
+    inputs, samples = tiny_batch(model, shapes=SHAPES)
+    losses = model.loss(inputs, samples)
+    kd_total = sum(v for k, v in losses.items() if k.startswith('loss_pgd_'))
+    kd_total.backward()
+    # through the hooked tower convs into the student's FPN and backbone; the head's predictors get nothing
+    head = model.student.bbox_head
+    assert head.cls_convs[0].conv.weight.grad.abs().sum() > 0
+    assert head.reg_convs[0].conv.weight.grad.abs().sum() > 0
+    assert model.student.backbone.conv1.weight.grad.abs().sum() > 0
+    assert head.conv_cls.weight.grad is None or head.conv_cls.weight.grad.abs().sum() == 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_hooks_collect_levels_in_order():
+    model = build('gfl')
+    inputs, samples = tiny_batch(model, shapes=SHAPES)
+    with torch.no_grad():
+        for feats, net in ((model._forward_teacher(inputs), model.teacher),
+                           (model._forward_student(inputs), model.student)):
+            # cleared after each pass, and disarmed: calling the head outside a pass records nothing
+            assert not model._teacher_hooks.cls and not model._student_hooks.reg
+            assert len(feats.neck) == len(feats.cls_feat) == len(feats.reg_feat) == 5
+            for lvl, (h, w) in enumerate(LEVEL_SIZES):
+                assert feats.neck[lvl].shape == (2, FEAT, h, w)
+                assert feats.cls_feat[lvl].shape == (2, FEAT, h, w)
+                # the hooked tensor is the first tower conv applied to that level's FPN output
+                torch.testing.assert_close(feats.cls_feat[lvl], net.bbox_head.cls_convs[0](feats.neck[lvl]))
+                torch.testing.assert_close(feats.reg_feat[lvl], net.bbox_head.reg_convs[0](feats.neck[lvl]))
+    # prediction / validation passes do not accumulate features in the hooks
+    model.eval()
+    with torch.no_grad():
+        model.predict(inputs, samples)
+        model.teacher.predict(inputs, samples)
+    assert not model._student_hooks.cls and not model._teacher_hooks.reg
+    model.train()
+    assert len(model._forward_student(inputs).cls_feat) == 5
+
+
+def test_init_student_copies_exactly_the_matching_tensors():
+    model = build('atss', kd=False)
+    copied, skipped = model.init_student_report
+    t_state, s_state = model.teacher.state_dict(), model.student.state_dict()
+    expect = {k for k, v in t_state.items()
+              if k.startswith(('neck.', 'bbox_head.')) and k in s_state and s_state[k].shape == v.shape}
+    assert set(copied) == expect
+    assert set(skipped) == {k for k in t_state if k.startswith('neck.lateral_convs.') and k.endswith('weight')}
+    for k in copied:
+        assert torch.equal(s_state[k], t_state[k]), k
+    # backbones differ in width: nothing is copied there
+    assert not any(k.startswith('backbone.') for k in copied)
+    # without init_student the head starts from its own initialisation
+    plain = build('atss', kd=False, init_student=False)
+    assert not torch.equal(plain.student.state_dict()['bbox_head.atss_cls.weight'],
+                           plain.teacher.state_dict()['bbox_head.atss_cls.weight'])
+
+
+def test_self_distillation_copies_everything_of_neck_and_head():
+    torch.manual_seed(0)
+    cfg = distiller_cfg('fcos')
+    cfg['teacher_model'] = copy.deepcopy(cfg['student'])   # R50 -> R50 in the paper's self-distillation
+    model = MODELS.build(cfg)
+    model.init_weights()
+    copied, skipped = model.init_student_report
+    assert skipped == [] and len(copied) == sum(
+        k.startswith(('neck.', 'bbox_head.')) for k in model.student.state_dict())
+    inputs, samples = tiny_batch(model, shapes=SHAPES)
+    losses = model.loss(inputs, samples)
+    assert torch.isfinite(sum(v for k, v in losses.items() if k.startswith('loss_pgd')))
+
+
+def test_saved_student_loads_strict_into_plain_detector(tmp_path):
+    model = build('ddod', teacher_guided_assign=True)
+    path = save_checkpoint(dict(state_dict=model.student_state_dict(), meta=dict(note='test')),
+                           tmp_path / 'model.pth')
+    plain = MODELS.build(tiny_detector_cfg('ddod', width=8))
+    plain.load_state_dict(load_checkpoint(path)['state_dict'], strict=True)
+    plain.eval()
+    model.eval()
+    inputs, samples = tiny_batch(model, shapes=SHAPES, training=False)
+    with torch.no_grad():
+        ours = model.predict(inputs, copy.deepcopy(samples))
+        theirs = plain.predict(inputs, copy.deepcopy(samples))
+        torch.testing.assert_close(model._forward(inputs), plain._forward(inputs))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.pred_instances.bboxes, b.pred_instances.bboxes)
+        torch.testing.assert_close(a.pred_instances.scores, b.pred_instances.scores)
+
+
+def test_teacher_from_config_and_checkpoint(tmp_path):
+    torch.manual_seed(3)
+    teacher_cfg = tiny_detector_cfg('fcos', width=16)
+    trained = MODELS.build(teacher_cfg)
+    trained.init_weights()
+    Config(dict(model=teacher_cfg)).dump(tmp_path / 'config.py')
+    save_checkpoint(dict(state_dict=trained.state_dict(), meta={}), tmp_path / 'model.pth')
+    model = MODELS.build(dict(type='DistillDetector', student=tiny_detector_cfg('fcos', width=8),
+                              teacher=dict(config=str(tmp_path / 'config.py'),
+                                           checkpoint=str(tmp_path / 'model.pth')),
+                              kd_losses=[dict(type='PGDLoss')]))
+    model.init_weights()
+    for key, value in trained.state_dict().items():
+        assert torch.equal(model.teacher.state_dict()[key], value), key
+    # init_student used the loaded weights, and the Runner's init_weights did not undo the copy
+    assert torch.equal(model.student.state_dict()['bbox_head.conv_cls.weight'], trained.state_dict()[
+        'bbox_head.conv_cls.weight'])
+    assert model.kd_losses[0].settings.alpha == pytest.approx(0.04)   # bound to FCOS
+    with pytest.raises(FileNotFoundError, match='teacher config'):
+        DistillDetector(student=tiny_detector_cfg('fcos'), teacher=dict(config=str(tmp_path / 'nope.py'),
+                                                                         checkpoint=str(tmp_path / 'model.pth')))
+    wrong = MODELS.build(tiny_detector_cfg('fcos', width=8))
+    save_checkpoint(dict(state_dict=wrong.state_dict()), tmp_path / 'wrong.pth')
+    with pytest.raises(ConfigError, match='does not match'):
+        DistillDetector(student=tiny_detector_cfg('fcos'), teacher=dict(config=str(tmp_path / 'config.py'),
+                                                                         checkpoint=str(tmp_path / 'wrong.pth')))
+
+
+def test_ddod_teacher_guided_assignment_uses_teacher_predictions():
+    model = build('ddod', kd=False, teacher_guided_assign=True)
+    head = model.student.bbox_head
+    inputs, samples = tiny_batch(model, shapes=SHAPES)
+    seen = {}
+    original = head.get_cls_targets
+
+    def spy(anchor_list, valid_flag_list, num_level_anchors_list, cls_score_list, bbox_pred_list, *a, **k):
+        seen['cls'] = [c.detach().clone() for c in cls_score_list]
+        seen['bbox'] = [b.detach().clone() for b in bbox_pred_list]
+        return original(anchor_list, valid_flag_list, num_level_anchors_list, cls_score_list, bbox_pred_list,
+                        *a, **k)
+
+    head.get_cls_targets = spy
+    try:
+        guided = model.loss(inputs, samples)
+        with torch.no_grad():
+            t_outs = model.teacher.bbox_head(model.teacher.extract_feat(inputs))
+            s_outs = head(model.student.extract_feat(inputs))
+        # what the assigner saw, per image: the teacher's scores / deltas of all levels, not the student's
+        for n in range(2):
+            t_cls = torch.cat([c[n].permute(1, 2, 0).reshape(-1, c.shape[1]) for c in t_outs[0]])
+            s_cls = torch.cat([c[n].permute(1, 2, 0).reshape(-1, c.shape[1]) for c in s_outs[0]])
+            t_box = torch.cat([b[n].permute(1, 2, 0).reshape(-1, 4) for b in t_outs[1]])
+            torch.testing.assert_close(seen['cls'][n], t_cls)
+            torch.testing.assert_close(seen['bbox'][n], t_box)
+            assert not torch.allclose(seen['cls'][n], s_cls)
+        model.teacher_guided_assign = False
+        own = model.loss(inputs, samples)
+        for n in range(2):
+            s_cls = torch.cat([c[n].permute(1, 2, 0).reshape(-1, c.shape[1]) for c in s_outs[0]])
+            torch.testing.assert_close(seen['cls'][n], s_cls)
+    finally:
+        del head.get_cls_targets
+    assert 'process_predictions_and_anchors' not in vars(head)   # the patch is gone after the step
+    # different assignments -> different detection losses for the same student outputs
+    g = sum(sum(v) if isinstance(v, list) else v for v in guided.values())
+    o = sum(sum(v) if isinstance(v, list) else v for v in own.values())
+    assert not torch.isclose(g, o)
+
+
+def test_device_and_dtype_moves_reach_the_teacher():
+    model = build('fcos', kd=False)
+    model.double()
+    assert next(model.teacher.parameters()).dtype == torch.float64
+    model.float()
+    assert next(model.teacher.parameters()).dtype == torch.float32
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match='exactly one'):
+        DistillDetector(student=tiny_detector_cfg('fcos'))
+    with pytest.raises(ConfigError, match='teacher is gfl'):
+        DistillDetector(student=tiny_detector_cfg('fcos'), teacher_model=tiny_detector_cfg('gfl'))
+    with pytest.raises(ConfigError, match='DDOD-only'):
+        DistillDetector(student=tiny_detector_cfg('atss'), teacher_model=tiny_detector_cfg('atss'),
+                        teacher_guided_assign=True)
+    with pytest.raises(ConfigError, match='missing'):
+        DistillDetector(student=tiny_detector_cfg('fcos'), teacher=dict(config='x.py'))
+    assert DistillDetector(student=tiny_detector_cfg('ddod'), teacher_model=tiny_detector_cfg('ddod'),
+                           teacher_guided_assign='auto').teacher_guided_assign is True
+    assert DistillDetector(student=tiny_detector_cfg('gfl'), teacher_model=tiny_detector_cfg('gfl'),
+                           teacher_guided_assign='auto').teacher_guided_assign is False
