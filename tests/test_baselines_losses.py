@@ -323,3 +323,23 @@ def test_bad_inputs_are_named():
         FGDLoss(box_scale='pad_shape')
     with pytest.raises(ValueError, match='variant'):
         FKDLoss(variant='c')
+
+
+def test_warmup_scaled_to_short_schedules():
+    from mmengine.logging import MessageHub
+    from pgd.losses.frs import scaled_warmup
+    hub = MessageHub.get_instance('test_baselines_warmup')
+    try:
+        hub.update_info('max_iters', 8796)          # a tenth of the 1x reference
+        assert scaled_warmup(500, 87960) == pytest.approx(50.0)
+        assert scaled_warmup(500, None) == 500.0     # option off: the literal value
+        hub.update_info('max_iters', 200000)         # longer than the reference: never stretched
+        assert scaled_warmup(400, 87960) == 400.0
+        hub.update_info('max_iters', 8796)
+        fs, ft, zs, zt = frs_case()
+        loss = FRSLoss(in_channels=1, num_levels=1, warmup_iters=500, warmup_ref_iters=87960)
+        identity_conv_(loss.adapters[0])
+        out = loss(make_ctx([fs], [ft], [[0, 0, 1, 1]], s_cls=[zs], t_cls=[zt], iteration=25))
+        torch.testing.assert_close(out['loss_frs_feat'], torch.tensor(0.5 * 0.1 * 1.6))   # 25 / 50
+    finally:
+        hub.update_info('max_iters', None)

@@ -18,6 +18,7 @@ from .base import BaseKDLoss, KDContext
 from .baseline_masks import (fgfi_imitation_mask, fpn_level_of_boxes, grid_points, paired_levels, split_levels,
                              square_anchors)
 from .defeat import fmod_normal_
+from .frs import scaled_warmup
 
 
 def prior_layout(ctx: KDContext, level_sizes: list[tuple[int, int]], strides: Sequence[int]
@@ -49,12 +50,14 @@ class FGFILoss(BaseKDLoss):
         level_assign: 'all' (M_o = max over the anchors of all levels; default) or 'fpn_rule' (each GT only uses
             the anchors of its DeFeat level, as DeFeat's FPN re-implementation).
         warmup_iters: imitation is off while iteration < warmup_iters (FGFI: 400).
+        warmup_ref_iters: scale warmup_iters to runs shorter than this schedule (:func:`pgd.losses.frs.scaled_warmup`).
         adapter_relu: the VGG version's ReLU after the adapter (off for FPN maps, which can be negative).
     """
 
     def __init__(self, in_channels: int = 256, num_levels: int = 5, loss_weight: float = 0.01, psi: float = 0.5,
                  anchor_base_scale: float = 8.0, anchor_scales: Sequence[float] = (1.0,),
                  anchor_ratios: Sequence[float] = (1.0,), level_assign: str = 'all', warmup_iters: int = 400,
+                 warmup_ref_iters: int | None = None,
                  strides: Sequence[int] = (8, 16, 32, 64, 128), adapter_relu: bool = False,
                  adapter_std: float = 1e-4):
         super().__init__()
@@ -71,6 +74,7 @@ class FGFILoss(BaseKDLoss):
         self.anchor_base_scale = float(anchor_base_scale)
         self.anchor_scales, self.anchor_ratios = tuple(anchor_scales), tuple(anchor_ratios)
         self.level_assign, self.warmup_iters = level_assign, int(warmup_iters)
+        self.warmup_ref_iters = warmup_ref_iters
         self.strides = [int(s) for s in strides]
         layers = []
         for _ in range(num_levels):
@@ -93,7 +97,7 @@ class FGFILoss(BaseKDLoss):
     def forward(self, ctx: KDContext) -> dict[str, Tensor]:
         name = type(self).__name__
         pairs = paired_levels(ctx.student.neck, ctx.teacher.neck, name, self.num_levels)
-        if ctx.iteration < self.warmup_iters:
+        if ctx.iteration < scaled_warmup(self.warmup_iters, self.warmup_ref_iters):
             # keep the graph (and DDP's used-parameter set) identical; the value is exactly zero
             zero = sum((self.adapters[l](fs).sum() * 0.0 for l, (fs, _) in enumerate(pairs)),
                        pairs[0][0].new_zeros(()))

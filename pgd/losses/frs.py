@@ -9,10 +9,31 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from mmdet.registry import MODELS
+from mmengine.logging import MessageHub
 from torch import Tensor, nn
 
 from .base import BaseKDLoss, ConfigError, KDContext
 from .baseline_masks import frs_richness, paired_levels
+
+
+#: mmdet's 1x schedule at the batch of 16 that FRS and the FGFI/DeFeat re-implementations were run with
+REFERENCE_1X_ITERS = 87960
+
+
+def scaled_warmup(warmup_iters: int, ref_iters: int | None) -> float:
+    """The warm-up length in iterations of this run.
+
+    With ``ref_iters`` set and a run shorter than it (mmengine's RuntimeInfoHook puts ``max_iters`` in the
+    MessageHub), the warm-up keeps its fraction of the schedule: warmup_iters * max_iters / ref_iters. With the
+    paper's batch 32 and a 1x schedule this is exactly the official number of warm-up *images*; on the mini
+    profile's few hundred iterations it keeps the imitation from being off for the whole run.
+    """
+    if not ref_iters:
+        return float(warmup_iters)
+    max_iters = MessageHub.get_current_instance().get_info('max_iters')
+    if not max_iters or max_iters >= ref_iters:
+        return float(warmup_iters)
+    return warmup_iters * max_iters / ref_iters
 
 
 @MODELS.register_module()
@@ -22,21 +43,24 @@ class FRSLoss(BaseKDLoss):
     Args:
         w_feat, w_cls: weights of the feature and logit terms.
         warmup_iters: the losses are scaled by min(1, iteration / warmup_iters) (0 disables the warm-up).
+        warmup_ref_iters: scale warmup_iters to runs shorter than this schedule (:func:`scaled_warmup`).
     """
 
     def __init__(self, in_channels: int = 256, num_levels: int = 5, w_feat: float = 0.1, w_cls: float = 0.05,
-                 warmup_iters: int = 500):
+                 warmup_iters: int = 500, warmup_ref_iters: int | None = None):
         super().__init__()
         if warmup_iters < 0:
             raise ValueError(f'FRSLoss: warmup_iters must be >= 0, got {warmup_iters}')
         self.num_levels = num_levels
         self.w_feat, self.w_cls = float(w_feat), float(w_cls)
         self.warmup_iters = int(warmup_iters)
+        self.warmup_ref_iters = warmup_ref_iters
         # FRS's ADAP with with_relu=False: a plain 3x3 conv per level, default init
         self.adapters = nn.ModuleList(nn.Conv2d(in_channels, in_channels, 3, padding=1) for _ in range(num_levels))
 
     def warmup_factor(self, iteration: int) -> float:
-        return 1.0 if self.warmup_iters == 0 else min(1.0, iteration / self.warmup_iters)
+        length = scaled_warmup(self.warmup_iters, self.warmup_ref_iters)
+        return 1.0 if length <= 0 else min(1.0, iteration / length)
 
     def forward(self, ctx: KDContext) -> dict[str, Tensor]:
         name = type(self).__name__
