@@ -1,6 +1,7 @@
 """Byte-deterministic writers: same array / object in, same bytes out (no timestamps, fixed encoder settings)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -20,12 +21,19 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _encode(img: np.ndarray, params: dict) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, **params)
+    return buf.getvalue()
+
+
 def write_png(path: Path, img: np.ndarray) -> None:
-    Image.fromarray(img, "RGB").save(path, **PNG_PARAMS)
+    """Atomic: a reader (or a concurrent regeneration) never sees a half-written image."""
+    _atomic_write_bytes(path, _encode(img, PNG_PARAMS))
 
 
 def write_jpeg(path: Path, img: np.ndarray) -> None:
-    Image.fromarray(img, "RGB").save(path, **JPEG_PARAMS)
+    _atomic_write_bytes(path, _encode(img, JPEG_PARAMS))
 
 
 def write_json(path: Path, obj) -> None:
