@@ -55,18 +55,25 @@ if config["data"]["generate"]:
     CROWD_ROOT = f"{RESULTS}/data/synth_crowd"
     COCO_FILES = {"train": f"{COCO_ROOT}/annotations/instances_train.json",
                   "val": f"{COCO_ROOT}/annotations/instances_val.json"}
-    COCO_VAL_IMAGES = f"{COCO_ROOT}/images/val"
 else:
     COCO_ROOT = config["coco_root"]
     CROWD_ROOT = config["crowdhuman_root"]
     COCO_FILES = {"train": f"{COCO_ROOT}/annotations/instances_train2017.json",
                   "val": f"{COCO_ROOT}/annotations/instances_val2017.json"}
-    COCO_VAL_IMAGES = f"{COCO_ROOT}/val2017"
 CROWD_FILES = {"train": f"{CROWD_ROOT}/annotation_train.odgt", "val": f"{CROWD_ROOT}/annotation_val.odgt"}
 
 
 def data_files(dataset):
     return list((COCO_FILES if dataset == "coco" else CROWD_FILES).values())
+
+
+def data_root_arg(dataset):
+    """Generated sets: point the run's config at them (its default is results/data/..., which a relocated
+    results root would miss); real datasets come from $PGD_COCO_ROOT / $PGD_CROWDHUMAN_ROOT."""
+    if not config["data"]["generate"]:
+        return ""
+    root = COCO_ROOT if dataset == "coco" else CROWD_ROOT
+    return f"--set data_root={shlex.quote(os.path.abspath(root) + '/')}"
 
 
 # The interpreter running Snakemake runs the jobs too (no reliance on `pgd` being on PATH).

@@ -26,8 +26,7 @@ rule figure:
     log: f"{LOGS}/figures/fig{{n}}.log"
     shell:
         f"{ENV} PGD_THREADS={{threads}} {PGD} figure --fig {{wildcards.n}} --profile {PROFILE} --results {RESULTS} "
-        f"--matrix {MATRIX_FILE} --ann {COCO_FILES['val']} --img-dir {COCO_VAL_IMAGES} "
-        f"--num-images {{params.samples}} --out-dir {FIG_DIR} > {{log}} 2>&1"
+        f"--matrix {MATRIX_FILE} --num-images {{params.samples}} --out-dir {FIG_DIR} > {{log}} 2>&1"
 
 
 rule figures:

@@ -13,7 +13,7 @@ def train_command(role):
     return (
         f"{ENV} PGD_THREADS={{threads}} {launch} --run {{params.run_id}} --profile {PROFILE} "
         f"--matrix {{params.matrix}} --seed {{params.seed}} --work-dir {{params.work_dir}} {{params.teacher}} "
-        f"--threads {{threads}} --resume {config['train_args']} > {{log}} 2>&1"
+        f"--threads {{threads}} --resume {{params.data_root}} {config['train_args']} > {{log}} 2>&1"
     )
 
 
@@ -25,6 +25,7 @@ def train_params(name):
         seed=inst.seed,
         work_dir=run_path(name),
         teacher=f"--teacher-dir {run_path(teacher.name)}" if teacher else "",
+        data_root=data_root_arg(inst.run.dataset),
     )
 
 
@@ -44,6 +45,7 @@ rule train_teacher:
         seed=lambda w: train_params(w.run)["seed"],
         work_dir=lambda w: train_params(w.run)["work_dir"],
         teacher="",
+        data_root=lambda w: train_params(w.run)["data_root"],
     threads: res("train_teacher", "threads")
     resources: **resources_of("train_teacher")
     log: f"{LOGS}/train/{{run}}.log"

@@ -1,0 +1,115 @@
+"""Figures: level maps -> image grid, Fig. 1's region weightings on a hand-built case, PNG + PDF from fixed inputs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pgd.report import figures as F
+
+
+def test_levels_to_image_fills_cells_and_takes_the_max():
+    # level 0: 2x2 at stride 2, level 1: 1x1 at stride 4, on a 4x4 image
+    out = F.levels_to_image([1.0, 0.0, 0.0, 0.25, 0.5], [(2, 2), (1, 1)], [2, 4], (4, 4))
+    expect = np.full((4, 4), 0.5)
+    expect[:2, :2] = 1.0
+    assert out.shape == (1, 4, 4)
+    np.testing.assert_allclose(out[0], expect)
+    # output smaller than the padded grid is cropped
+    assert F.levels_to_image(np.ones((2, 5)), [(2, 2), (1, 1)], [2, 4], (3, 3)).shape == (2, 3, 3)
+    with pytest.raises(F.FigureError, match="4 values for level sizes"):
+        F.levels_to_image(np.ones(4), [(2, 2), (1, 1)], [2, 4], (4, 4))
+
+
+def _dense(cls_prob, boxes):
+    from pgd.losses.base import DensePredictions
+
+    ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    points = torch.stack([xs.reshape(-1) * 8 + 4, ys.reshape(-1) * 8 + 4], 1)      # 8x8 grid, stride 8
+    a = points.shape[0]
+    return DensePredictions(points=points, level=torch.zeros(a, dtype=torch.long), level_sizes=[(8, 8)],
+                            strides=[8], boxes=boxes, cls_prob=cls_prob, valid=torch.ones(1, a, dtype=torch.bool))
+
+
+def test_region_maps_hand_case():
+    gt = torch.tensor([[[0.0, 0.0, 16.0, 16.0]]])
+    labels, valid = torch.tensor([[0]]), torch.tensor([[True]])
+    cls = torch.full((1, 64, 1), 0.1)
+    boxes = gt[:, :, None].expand(1, 1, 64, 4).reshape(1, 64, 4).clone()             # every box = the GT
+    cls[0, 9, 0] = 0.9                                                               # location (12, 12)
+    maps = F.region_maps(_dense(cls, boxes), gt, labels, valid, k=1)
+    grid = {k: v.reshape(8, 8) for k, v in maps.items()}
+    # Box: the four centres strictly inside the 16x16 box
+    assert grid["Box"].sum() == 4 and grid["Box"][:2, :2].all()
+    # BoxGauss: exp(-0.5 * ((4-8)/8)^2 * 2) at each of them
+    np.testing.assert_allclose(grid["BoxGauss"][:2, :2], math.exp(-0.25), rtol=1e-6)
+    # FGFI: 64x64 anchors; IoU > 0.5 * max IoU (256/4096) for centres 4..36 on both axes -> 5 x 5
+    assert grid["FGFI"].sum() == 25 and grid["FGFI"][:5, :5].all()
+    # PGD with K = 1: all weight on the best-quality location, g = 1 there
+    assert grid["PGD"][1, 1] == pytest.approx(1.0) and grid["PGD"].sum() == pytest.approx(1.0)
+
+
+def _images(n=2, h=48, w=64):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _assert_files(paths, tmp_path, stem):
+    assert [p.name for p in paths] == [f"{stem}.png", f"{stem}.pdf"]
+    png, pdf = paths
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    assert not list(tmp_path.glob(".*tmp*"))                        # the atomic writes left no temp file
+
+
+def test_fig1_regions_png_pdf(tmp_path):
+    imgs = _images()
+    maps = {m: np.random.default_rng(1).random((2, 48, 64)) for m in F.FIG1_METHODS}
+    boxes = [np.array([[4, 4, 30, 40]]), np.zeros((0, 4))]
+    _assert_files(F.plot_regions(imgs, boxes, maps, tmp_path / "fig1"), tmp_path, "fig1")
+    with pytest.raises(F.FigureError, match="gt_boxes: 1 entries for 2 images"):
+        F.plot_regions(imgs, boxes[:1], maps, tmp_path / "bad")
+
+
+def test_fig2_heatmaps_from_npz(tmp_path):
+    files = {}
+    for i, det in enumerate(("FCOS", "ATSS")):
+        path = tmp_path / f"{det}.npz"
+        np.savez(path, heatmaps=np.random.default_rng(i).random((2, 48, 64)), images=np.stack(_images()),
+                 gt_boxes=np.array([[[4, 4, 30, 40]], [[0, 0, 0, 0]]], float), gt_valid=np.array([[1], [0]]))
+        files[det] = path
+    _assert_files(F.fig2(files, tmp_path / "fig2"), tmp_path, "fig2")
+    np.savez(tmp_path / "bad.npz", other=np.zeros(3))
+    with pytest.raises(F.FigureError, match="expects an \\(N, H, W\\) array"):
+        F.load_heatmap(tmp_path / "bad.npz")
+
+
+def test_fig3_pilot_png_pdf(tmp_path):
+    files = {}
+    for det, drop in (("FCOS", 20.0), ("ATSS", 30.0)):
+        x = np.array([0, 0.5, 1, 2, 5, 10, 20, 50])
+        pd.DataFrame({"X": x, "AP": 40 - drop * np.log1p(x) / np.log1p(50)}).to_csv(tmp_path / f"{det}.csv",
+                                                                                       index=False)
+        files[det] = tmp_path / f"{det}.csv"
+    _assert_files(F.fig3(files, tmp_path / "fig3"), tmp_path, "fig3")
+    pd.DataFrame({"ratio": [0]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(F.FigureError, match="needs columns X and AP"):
+        F.load_pilot(tmp_path / "bad.csv")
+    with pytest.raises(F.FigureError, match="pilot.csv not found"):
+        F.load_pilot(tmp_path / "none.csv")
+
+
+def test_fig5_detections_png_pdf(tmp_path):
+    gt = [np.array([[4, 4, 30, 40]]), np.array([[10, 10, 20, 20], [30, 5, 60, 40]])]
+    st = [np.array([[5, 6, 28, 36]]), np.zeros((0, 4))]
+    pg = [np.array([[4, 5, 30, 39]]), np.array([[11, 10, 20, 21]])]
+    _assert_files(F.plot_detections(_images(), gt, st, pg, tmp_path / "fig5"), tmp_path, "fig5")
+
+
+def test_unknown_figure():
+    from pgd.matrix import MatrixError, load_matrix
+
+    with pytest.raises(MatrixError, match="unknown figure 4"):
+        F.make_figure(4, "mini", matrix=load_matrix())
