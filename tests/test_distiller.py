@@ -267,3 +267,43 @@ def test_config_errors():
                            teacher_guided_assign='auto').teacher_guided_assign is True
     assert DistillDetector(student=tiny_detector_cfg('gfl'), teacher_model=tiny_detector_cfg('gfl'),
                            teacher_guided_assign='auto').teacher_guided_assign is False
+
+
+# ---------------------------------------------------------------- through mmengine's Runner (pgd train / eval)
+from train_helpers import tiny_atss, tiny_coco, tiny_config_text, tiny_run  # noqa: E402,F401  (fixtures)
+
+
+def test_runner_distillation_from_a_trained_teacher_run(tiny_run, tiny_coco, tmp_path):
+    """A teacher run written by `pgd train` feeds a PGD student run: teacher loaded from its config.py + model.pth,
+    checkpoints without the teacher, resume, and a model.pth that is the plain student."""
+    from pgd import eval as pgd_eval
+    from pgd import train
+
+    student = tiny_atss()
+    student['backbone']['base_channels'] = 4   # narrower than the teacher: lateral convs are not copied
+    student['neck']['in_channels'] = [8, 16, 32]
+    distill = dict(type='DistillDetector', student=student,
+                   teacher=dict(config=str(tiny_run / 'config.py'), checkpoint=str(tiny_run / 'model.pth')),
+                   init_student=True, kd_losses=[dict(type='PGDLoss', k=9)])
+    text = tiny_config_text(tiny_coco, max_iters=2, interval=2) + (
+        f"\ncustom_imports = dict(imports=['pgd.models', 'pgd.losses'], allow_failed_imports=False)"
+        f"\nmodel = {distill!r}\n")
+    config = tmp_path / 'student_config.py'
+    config.write_text(text)
+    work = tmp_path / 'student'
+    args = ['--config', str(config), '--work-dir', str(work), '--no-mlflow', '--threads', '1']
+    assert train.main(args) == 0
+    ckpt = load_checkpoint(work / 'iter_2.pth')
+    assert ckpt['state_dict'] and not any(k.startswith('teacher') for k in ckpt['state_dict'])
+    assert all(k.startswith(('student.', 'kd_losses.')) for k in ckpt['state_dict'])
+    exported = load_checkpoint(work / 'model.pth')['state_dict']
+    plain = MODELS.build(student)
+    plain.load_state_dict(exported, strict=True)
+    for key, value in ckpt['state_dict'].items():
+        torch.testing.assert_close(exported[key[len('student.'):]], value)
+    # resume to 4 iterations from iter_2.pth
+    config.write_text(text.replace('max_iters=2', 'max_iters=4'))
+    assert train.main(args + ['--resume']) == 0
+    assert (work / 'iter_4.pth').is_file()
+    assert pgd_eval.main(['--run-dir', str(work), '--no-mlflow', '--threads', '1']) == 0
+    assert (work / 'metrics.json').is_file()
