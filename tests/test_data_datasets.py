@@ -89,6 +89,24 @@ def test_coco_dataset_validates_before_parsing(coco, tmp_path):
         _coco_ds(tmp_path)
 
 
+def test_coco_dataset_validate_cfg_tolerates_zero_size_boxes(coco, tmp_path):
+    from pgd.data.validate import AnnotationWarning
+
+    data = json.loads(coco.annotations["val"].read_text())
+    first = data["annotations"][0]
+    first["bbox"][3] = 0.0
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations/instances_val.json").write_text(json.dumps(data))
+    (tmp_path / "images").symlink_to(coco.root / "images")
+    with pytest.raises(AnnotationError, match=f"annotation id {first['id']} .*zero width/height"):
+        _coco_ds(tmp_path)
+    with pytest.warns(AnnotationWarning, match=f"annotation id {first['id']}"):
+        ds = _coco_ds(tmp_path, validate_cfg=dict(zero_size="warn"))
+    n_gt = sum(a["image_id"] == first["image_id"] for a in data["annotations"])
+    info = next(ds.get_data_info(i) for i in range(len(ds)) if ds.get_data_info(i)["img_id"] == first["image_id"])
+    assert len(info["instances"]) == n_gt - 1  # mmdet drops the degenerate box
+
+
 def _coco_predictions(ds, keep=lambda box: True) -> list[dict]:
     samples = []
     for i in range(len(ds)):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pgd.data.cli import main as data_main
-from pgd.data.validate import AnnotationError, validate_coco, validate_odgt
+from pgd.data.validate import AnnotationError, AnnotationWarning, validate_coco, validate_odgt
 
 
 # ----------------------------------------------------------------------------- COCO
@@ -69,9 +69,24 @@ def test_coco_box_within_tolerance_passes_beyond_fails(coco_dir):
 def test_coco_zero_or_negative_size(coco_dir):
     d = _coco()
     d["annotations"][1]["bbox"] = [5, 6, 0, 3]
-    _rejects(coco_dir, d, "annotation id 12", "zero or negative width/height")
-    d["annotations"][2]["bbox"] = [5, 6, 4, -2]
+    _rejects(coco_dir, d, "annotation id 12", "bbox [5, 6, 0, 3] has zero width/height")
+    d["annotations"][2]["bbox"] = [5, 6, 4, 0]
     _rejects(coco_dir, d, "annotation id 12", "and 1 more annotations")
+    d["annotations"][2]["bbox"] = [5, 6, 4, -2]
+    _rejects(coco_dir, d, "annotation id 13", "bbox [5, 6, 4, -2] has negative width/height")
+
+
+def test_coco_zero_size_can_be_tolerated_negative_cannot(coco_dir):
+    """Real COCO train2017 has two height-0 boxes: zero_size='warn' names them and goes on."""
+    d = _coco()
+    d["annotations"][1]["bbox"] = [5, 6, 1.03, 0.0]
+    path = _write(coco_dir, d)
+    with pytest.warns(AnnotationWarning, match=r"annotation id 12 .*has zero width/height"):
+        validate_coco(path, coco_dir / "img", zero_size="warn")
+    d["annotations"][2]["bbox"] = [5, 6, -4, 2]
+    _rejects(coco_dir, d, "annotation id 13", "negative", zero_size="warn")
+    with pytest.raises(ValueError, match="zero_size must be one of"):
+        validate_coco(path, zero_size="drop")
 
 
 def test_coco_unknown_category(coco_dir):
@@ -232,10 +247,12 @@ def test_odgt_unknown_tag(odgt_dir):
 def test_odgt_zero_or_negative_size(odgt_dir):
     recs = _odgt()
     recs[0]["gtboxes"][1]["fbox"] = [25, 5, 0, 60]
-    _odgt_rejects(odgt_dir, recs, "line 1 (ID 1,a), gtboxes[1]", "fbox [25, 5, 0, 60] has zero or negative")
+    _odgt_rejects(odgt_dir, recs, "line 1 (ID 1,a), gtboxes[1]", "fbox [25, 5, 0, 60] has zero width/height")
+    with pytest.warns(AnnotationWarning, match=r"line 1 \(ID 1,a\), gtboxes\[1\]: fbox"):
+        validate_odgt(_write_odgt(odgt_dir, recs), odgt_dir / "Images", zero_size="warn")
     recs = _odgt()
     recs[1]["gtboxes"][0]["vbox"] = [0, 0, 30, -4]
-    _odgt_rejects(odgt_dir, recs, "line 2 (ID 2,b), gtboxes[0]", "vbox")
+    _odgt_rejects(odgt_dir, recs, "line 2 (ID 2,b), gtboxes[0]", "vbox [0, 0, 30, -4] has negative")
 
 
 def test_odgt_degenerate_head_only_fails_when_head_is_used(odgt_dir):

@@ -21,12 +21,18 @@ class ValidatedCocoDataset(CocoDataset):
 
     Also refuses class names that are not categories of the file: ``CocoDataset`` silently drops every annotation
     of such a class, so a config that forgets ``metainfo=dict(classes=...)`` would otherwise train on nothing.
+    ``validate_cfg`` holds keyword arguments of :func:`validate_coco` (e.g. ``dict(zero_size='warn')`` for real
+    COCO train2017, which has two height-0 boxes that mmdet drops anyway).
     """
+
+    def __init__(self, *args, validate_cfg: dict | None = None, **kwargs):
+        self.validate_cfg = dict(validate_cfg or {})
+        super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> list[dict]:
         img_dir = self.data_prefix.get("img") or self.data_root
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
-            data = validate_coco(local_path, img_dir)
+            data = validate_coco(local_path, img_dir, **self.validate_cfg)
         names = [c.get("name") for c in data["categories"]]
         missing = [c for c in self.metainfo["classes"] if c not in names]
         del data  # parsed again by the COCO API below; do not hold two copies of a large file
@@ -43,20 +49,22 @@ class ValidatedCrowdHumanDataset(CrowdHumanDataset):
 
     Image sizes are read from the JPEG headers during validation, which (a) replaces mmdet's decode-every-image
     pass when no ``id_hw_*.json`` cache exists (and so writes no cache file as a side effect), and (b) catches a
-    stale cache whose sizes no longer match the images.
+    stale cache whose sizes no longer match the images. ``validate_cfg`` holds keyword arguments of
+    :func:`validate_odgt` (``tolerance``, ``zero_size``, ``allow_empty``).
     """
 
-    def __init__(self, data_root, ann_file, extra_ann_file=None, **kwargs):
+    def __init__(self, data_root, ann_file, extra_ann_file=None, validate_cfg: dict | None = None, **kwargs):
         name = osp.basename(ann_file)
         if extra_ann_file is None and "train" not in name and "val" not in name:
             raise ValueError(f"{ann_file}: CrowdHumanDataset derives its id_hw cache name from 'train'/'val' in "
                              "the annotation file name; rename the file or pass extra_ann_file")
         self._cache_name = extra_ann_file
+        self.validate_cfg = dict(validate_cfg or {})
         super().__init__(data_root=data_root, ann_file=ann_file, extra_ann_file=extra_ann_file, **kwargs)
 
     def load_data_list(self) -> list[dict]:
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
-            index = validate_odgt(local_path, self.data_prefix.get("img") or self.data_root)
+            index = validate_odgt(local_path, self.data_prefix.get("img") or self.data_root, **self.validate_cfg)
         if self.extra_ann_exist:
             cache = self._cache_name or getattr(self, "extra_ann_file", "extra_ann_file")
             for image_id, hw in index.sizes.items():

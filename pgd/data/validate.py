@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,13 @@ ODGT_TAGS = ("person", "mask")
 
 class AnnotationError(ValueError):
     """A dataset annotation file is malformed; the message names the file and the record."""
+
+
+class AnnotationWarning(UserWarning):
+    """A tolerated defect (``zero_size='warn'``), named like an :class:`AnnotationError`."""
+
+
+ZERO_SIZE_POLICIES = ("error", "warn")
 
 
 def _more(count: int, what: str) -> str:
@@ -89,6 +97,29 @@ def _first(bad: np.ndarray, path: Path, describe, what: str) -> None:
         raise AnnotationError(f"{path}: {describe(int(idx[0]))}" + _more(idx.size, what))
 
 
+def _sizes(w: np.ndarray, h: np.ndarray, must: np.ndarray, path: Path, describe, what: str,
+           zero_size: str) -> None:
+    """Negative width/height is always an error; zero is one unless ``zero_size='warn'``.
+
+    Real data has a few zero-size boxes (COCO train2017: annotations 918 and 2206849 have height 0; mmdet's
+    CocoDataset skips boxes under 1 px), so a run on real data may choose to tolerate them explicitly.
+    """
+    _first(must & ((w < 0) | (h < 0)), path, lambda i: describe(i) + " has negative width/height", what)
+    zero = must & ((w == 0) | (h == 0))
+    if zero_size == "error":
+        _first(zero, path, lambda i: describe(i) + " has zero width/height (pass zero_size='warn' to tolerate "
+               "such boxes)", what)
+    elif zero.any():
+        idx = np.flatnonzero(zero)
+        warnings.warn(f"{path}: {describe(int(idx[0]))} has zero width/height" + _more(idx.size, what),
+                      AnnotationWarning, stacklevel=3)
+
+
+def _check_policy(zero_size: str) -> None:
+    if zero_size not in ZERO_SIZE_POLICIES:
+        raise ValueError(f"zero_size must be one of {ZERO_SIZE_POLICIES}, got {zero_size!r}")
+
+
 def _lookup(keys: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Position of each key in ``table`` (unique values) and whether it is there, via one sort."""
     order = np.argsort(table, kind="stable")
@@ -109,15 +140,17 @@ def _missing_files(img_dir: Path, names: list[str]) -> np.ndarray:
 
 
 def validate_coco(json_path: str | Path, img_dir: str | Path | None = None, *, tolerance: float = TOLERANCE,
-                  check_image_sizes: bool = False) -> dict:
+                  check_image_sizes: bool = False, zero_size: str = "error") -> dict:
     """Validate a COCO detection annotation file and return its parsed content.
 
     Checks: readable JSON with ``images`` / ``annotations`` / ``categories`` lists; unique image, annotation and
     category ids; positive image sizes; every annotation has a finite 4-number ``bbox`` with positive width and
-    height lying inside its image (``tolerance`` px), a known ``image_id`` and a known ``category_id``.
+    height (zero only warns with ``zero_size='warn'``) lying inside its image (``tolerance`` px), a known
+    ``image_id`` and a known ``category_id``.
     With ``img_dir``: every ``file_name`` exists there; with ``check_image_sizes`` also that each file's pixel size
     (read from its header) matches ``width`` / ``height``.
     """
+    _check_policy(zero_size)
     path = Path(json_path)
     data = _load_json(path)
     if not isinstance(data, dict):
@@ -146,8 +179,8 @@ def validate_coco(json_path: str | Path, img_dir: str | Path | None = None, *, t
         return f"annotation id {ann_ids[i]} (image id {ann_img[i]}): "
 
     x, y, w, h = boxes.T
-    _first((w <= 0) | (h <= 0), path,
-           lambda i: ann(i) + f"bbox {anns[i]['bbox']} has zero or negative width/height", "annotations")
+    _sizes(w, h, np.ones(len(anns), bool), path, lambda i: ann(i) + f"bbox {anns[i]['bbox']}", "annotations",
+           zero_size)
     _, known_cat = _lookup(ann_cat, cat_ids)
     _first(~known_cat, path, lambda i: ann(i) + f"unknown category id {ann_cat[i]} "
            f"(categories: {sorted(cat_ids.tolist())[:20]})", "annotations")
@@ -207,23 +240,24 @@ def _odgt_records(path: Path) -> list[tuple[int, dict]]:
 
 
 def validate_odgt(path: str | Path, img_dir: str | Path | None = None, *, tolerance: float = TOLERANCE,
-                  allow_empty: bool = False) -> OdgtIndex:
+                  allow_empty: bool = False, zero_size: str = "error") -> OdgtIndex:
     """Validate a CrowdHuman .odgt file (the fields mmdet's CrowdHumanDataset and CrowdHumanMetric read).
 
     Checks: every line is a JSON record with a unique string ``ID`` and a ``gtboxes`` list (non-empty unless
     ``allow_empty``: CrowdHumanMetric cannot evaluate an image without boxes); every box has ``tag`` in
     ('person', 'mask') and finite 4-number ``fbox``, ``vbox`` and ``hbox``; ``fbox`` and ``vbox`` have positive
-    width and height, and so does ``hbox`` for heads that are not ignored.
+    width and height, and so does ``hbox`` for heads that are not ignored (zero only warns with
+    ``zero_size='warn'``).
     With ``img_dir``: ``<ID>.jpg`` exists for every record; its size (read from the header) bounds ``vbox``
     (``tolerance`` px). ``fbox`` and ``hbox`` are amodal and, as in CrowdHuman itself, may extend past the border,
     but an ``fbox`` must overlap the image.
     """
+    _check_policy(zero_size)
     path = Path(path)
     records = _odgt_records(path)
     ids = [rec["ID"] for _, rec in records]
     lines = np.array([n for n, _ in records], dtype=np.int64)
-    uniq, first_pos, counts = np.unique(np.array(ids, dtype=object).astype(str), return_index=True,
-                                        return_counts=True)
+    uniq, counts = np.unique(np.array(ids, dtype=object).astype(str), return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1][0]
         where = [int(lines[i]) for i, v in enumerate(ids) if v == dup]
@@ -260,9 +294,8 @@ def validate_odgt(path: str | Path, img_dir: str | Path | None = None, *, tolera
     for key, must in (("fbox", np.ones(len(boxes), bool)), ("vbox", np.ones(len(boxes), bool)),
                       ("hbox", ~head_ignored)):
         c = cols[key]
-        _first(must & ((c[:, 2] <= 0) | (c[:, 3] <= 0)), path,
-               lambda b, key=key: f"{where(b)}: {key} {boxes[b][key]} has zero or negative width/height",
-               "boxes")
+        _sizes(c[:, 2], c[:, 3], must, path, lambda b, key=key: f"{where(b)}: {key} {boxes[b][key]}", "boxes",
+               zero_size)
 
     sizes = None
     if img_dir is not None:
