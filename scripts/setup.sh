@@ -40,8 +40,10 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 # True when the venv already holds exactly this distribution version (keeps re-runs fast and offline-friendly).
 installed() { [[ "$("$PY" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null)" == "$2" ]]; }
 
-log "pip, wheel, setuptools<70 (mmcv's setup.py imports pkg_resources)"
-"${PIP[@]}" install -q --upgrade pip wheel 'setuptools<70'
+# setuptools: mmcv's setup.py imports pkg_resources, which setuptools 81 dropped; torch 2.13 requires >=77.0.3.
+SETUPTOOLS_SPEC='setuptools>=77.0.3,<81'
+log "pip, wheel, $SETUPTOOLS_SPEC"
+"${PIP[@]}" install -q --upgrade pip wheel "$SETUPTOOLS_SPEC"
 
 # --- torch ------------------------------------------------------------------------------------------------------
 case "$CUDA" in
