@@ -165,3 +165,31 @@ def test_latex_compiles(tmp_path, m):
     subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
                    check=True, capture_output=True, timeout=120)
     assert (tmp_path / "doc.pdf").is_file()
+
+
+def test_report_page(tmp_path, m):
+    """The page holds every table (markdown + LaTeX), the settings read back from config.py, and the figures."""
+    from pgd.config import compose_config
+    from pgd.report import page as P
+
+    for run, (mr, ap, ji) in T3.items():
+        put(tmp_path, run, dataset="crowdhuman", MR=mr, AP=ap, JI=ji)
+    T.write_table("t3", "mini", [0], tmp_path, matrix=m)
+    r = m["ddod_r50_crowd_pgd"]
+    cfg = compose_config(r.detector, r.backbone, "mini", r.role, dataset=r.dataset, method=r.method,
+                         method_overrides=r.method_overrides,
+                         teacher=dict(config="t/config.py", checkpoint="t/model.pth"))
+    cfg.dump(str(run_dir("mini", r.id, 0, tmp_path) / "config.py"))
+    (tmp_path / "mini" / "figures").mkdir(parents=True)
+    (tmp_path / "mini" / "figures" / "fig3.png").write_bytes(b"\x89PNG")
+    page = P.write_page("mini", [0], tmp_path, m).read_text()
+    import re
+
+    assert re.search(r"\| Ours\s+\| 42\.8 \(-3\.2\)\s+\| 90\.0 \(\+2\.0\)\s+\| 80\.7 \(\+1\.7\) \|", page)
+    assert page.count("```latex") == 1 and r"\label{tab:table3}" in page
+    settings = page[page.index("**Settings the runs trained with**"):]
+    line = next(ln for ln in settings.splitlines() if ln.startswith("| ddod_r50_crowd_pgd"))
+    assert "PGDLoss(" in line and "alpha=0.001" in line and "preset=paper" in line
+    assert "| ddod_r50_crowd_fgd " in settings and "config.py missing" in settings
+    assert "![Fig. 3:" in page and "figures/fig1.png not built yet" in page
+    assert "table1.csv not built yet" in page

@@ -1,0 +1,138 @@
+"""`pgd report`: results/<profile>/report.md, every table and figure of a profile in one page.
+
+Per table: ours and the paper's numbers as markdown, the generated LaTeX, and the settings each run actually
+trained with, read back from its config.py (the KD losses' keywords, including the paper-vs-code `preset` and
+switches, the distiller flags and the schedule), so that which paper/code choice a table used is on the page.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pgd.matrix import FIGURES, TABLES, Matrix, check_seeds, load_matrix, run_dir
+from pgd.report.tables import SPECS, cell_frame, to_markdown
+
+FIGURE_CAPTIONS = {
+    1: "Fig. 1: foreground distillation regions of the ATSS teacher: (a) Box, (b) BoxGauss, (c) FGFI, (d) PGD; "
+       "GT in blue.",
+    2: "Fig. 2: teacher prediction quality (xi = 0.8), max over FPN levels, for the five detectors.",
+    3: "Fig. 3: COCO AP of the teachers after masking their top-X% quality predictions before NMS.",
+    5: "Fig. 5: ATSS detections; GT blue, plain student red, PGD student orange.",
+}
+DISTILLER_KEYS = ("init_student", "teacher_guided_assign")
+
+
+def read_tidy_csv(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, dtype={"block": str, "row": str, "runs": str})
+    df["block"] = df["block"].fillna("")
+    return df
+
+
+def run_settings(config_path: Path) -> dict[str, Any]:
+    """What a run trained with, from its dumped config.py: KD losses (every keyword, the paper/code `preset`
+    included), distiller flags, schedule length and batch."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config_path))
+    model = cfg.model
+    out: dict[str, Any] = {"KD losses": "-"}
+    if model.get("type") == "DistillDetector":
+        out["KD losses"] = "; ".join(
+            f"{loss.get('type', '?')}(" + ", ".join(f"{k}={_short(v)}" for k, v in sorted(loss.items())
+                                                   if k != "type") + ")"
+            for loss in model.get("kd_losses", []))
+        for key in DISTILLER_KEYS:
+            if key in model:
+                out[key] = model[key]
+    loop = cfg.get("train_cfg") or {}
+    out["iters"] = loop.get("max_iters", loop.get("max_epochs"))
+    out["batch"] = cfg.get("train_dataloader", {}).get("batch_size")
+    return out
+
+
+def settings_table(matrix: Matrix, table: str, profile: str, results: str | Path) -> str:
+    """Markdown: one line per run of the table (seed 0); settings equal for all its runs are listed once."""
+    rows = []
+    for run in matrix.runs_for_table(table):
+        path = run_dir(profile, run.id, 0, results) / "config.py"
+        base = {"run": run.id, "method": run.method or "-"}
+        if path.is_file():
+            rows.append({**base, **{k: str(v) for k, v in run_settings(path).items()}})
+        else:
+            rows.append({**base, "KD losses": "(config.py missing: not trained yet)"})
+    df = pd.DataFrame(rows).fillna("")
+    varying = [c for c in df.columns[2:] if df[c].nunique() > 1 or c == "KD losses"]
+    constant = [c for c in df.columns[2:] if c not in varying and df[c].iloc[0] != ""]
+    text = df[["run", "method", *varying]].to_markdown(index=False)
+    if constant:
+        text += "\n\nCommon to every run of this table: " + ", ".join(f"{c}={df[c].iloc[0]}" for c in constant)
+    return text
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(map(str, v)) + "]"
+    return str(v)
+
+
+def build_page(profile: str, seeds: list[int], results: str | Path = "results",
+               matrix: Matrix | None = None) -> str:
+    matrix = matrix if matrix is not None else load_matrix()
+    seeds = check_seeds(seeds)
+    out = Path(results) / profile
+    lines = [f"# PGD reproduction: `{profile}` profile", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from `configs/experiments.yaml` "
+             f"({len(matrix)} runs; seeds {seeds}: a cell with several seeds shows mean ± sample std). "
+             "COCO metrics are AP x 100 on the val split; CrowdHuman: MR (lower is better), AP, JI. "
+             "Gains in parentheses are over the block's student (Table 4: the self-distillation S & T), computed "
+             "from the displayed values. Each table is followed by the paper's own numbers "
+             "(`pgd/report/paper_numbers.csv`).", ""]
+    for tid, (stem, rule) in TABLES.items():
+        spec = SPECS[tid]
+        lines += [f"## {stem.replace('_', ' ').capitalize()}: {spec.caption}", "",
+                  f"Build alone: `snakemake --cores all {rule}`.", ""]
+        csv, tex = out / "tables" / f"{stem}.csv", out / "tables" / f"{stem}.tex"
+        if not csv.is_file():
+            lines += [f"*{csv} not built yet.*", ""]
+            continue
+        df = read_tidy_csv(csv)
+        lines += ["**Ours**", "", to_markdown(tid, df, "ours"), "", "**Paper**", "",
+                  to_markdown(tid, df, "paper"), ""]
+        if tex.is_file():
+            lines += ["<details><summary>LaTeX</summary>", "", "```latex", tex.read_text().rstrip(), "```", "",
+                      "</details>", ""]
+        lines += ["**Settings the runs trained with** (from each run's `config.py`)", "",
+                  settings_table(matrix, tid, profile, results), ""]
+    lines += ["## Figures", ""]
+    for n in FIGURES:
+        png = out / "figures" / f"fig{n}.png"
+        lines += [f"![{FIGURE_CAPTIONS[n]}](figures/fig{n}.png)" if png.is_file() else f"*{png} not built yet.*",
+                  "", FIGURE_CAPTIONS[n] + f" ([PDF](figures/fig{n}.pdf))", ""]
+    return "\n".join(lines)
+
+
+def write_page(profile: str, seeds: list[int], results: str | Path = "results", matrix: Matrix | None = None,
+               out: str | Path | None = None) -> Path:
+    path = Path(out) if out else Path(results) / profile / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(build_page(profile, seeds, results, matrix))
+    tmp.replace(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pgd report", description="Write the per-profile report page.")
+    p.add_argument("--profile", default="mini")
+    p.add_argument("--results", default="results")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--matrix", default=None)
+    p.add_argument("--out", default=None, help="default <results>/<profile>/report.md")
+    a = p.parse_args(argv)
+    path = write_page(a.profile, a.seeds, a.results, load_matrix(a.matrix), a.out)
+    print(f"wrote {path}")
+    return 0
