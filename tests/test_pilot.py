@@ -1,0 +1,91 @@
+"""`pgd pilot` (Fig. 3): which predictions get dropped (hand-built cases) and the end-to-end run on a tiny model."""
+import math
+
+import pytest
+import torch
+
+from pgd.evaluation.pilot import drop_top_quality, pilot_keep_mask
+from pgd.losses.base import DensePredictions
+
+torch.set_num_threads(1)
+
+
+def _hand_case():
+    # box 0: candidates 0-3 with q 0.9, 0.1, 0.5, 0.5; locations 4, 5 are not its candidates (higher q ignored)
+    # box 1: candidates 3-5 with q 0.2, 0.8, 0.3; box 2: padded (no candidates)
+    quality = torch.tensor([[[0.9, 0.1, 0.5, 0.5, 0.95, 0.99],
+                             [0.0, 0.0, 0.0, 0.2, 0.8, 0.3],
+                             [0.7, 0.7, 0.7, 0.7, 0.7, 0.7]]])
+    candidates = torch.tensor([[[1, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]]], dtype=torch.bool)
+    return quality, candidates
+
+
+@pytest.mark.parametrize("ratio,dropped", [
+    (0.0, []),
+    (0.5, [0, 4]),        # ceil(0.02) = ceil(0.015) = 1 per box
+    (25.0, [0, 4]),       # ceil(1.0) = 1, ceil(0.75) = 1
+    (50.0, [0, 2, 4, 5]),  # box 0: 2 -> 0.9 then the 0.5 tie goes to the lower index (2); box 1: ceil(1.5) = 2
+    (100.0, [0, 1, 2, 3, 4, 5]),
+])
+def test_drop_top_quality_hand_case(ratio, dropped):
+    quality, candidates = _hand_case()
+    drop = drop_top_quality(quality, candidates, ratio)
+    assert torch.nonzero(drop[0]).flatten().tolist() == dropped
+
+
+def test_drop_count_is_exact_at_round_percentages():
+    # 0.5% of 200 candidates is exactly 1 (float rounding must not make it 2)
+    quality = torch.rand(1, 1, 200, generator=torch.Generator().manual_seed(0))
+    drop = drop_top_quality(quality, torch.ones(1, 1, 200, dtype=torch.bool), 0.5)
+    assert drop.sum() == 1 and drop[0, quality[0, 0].argmax()]
+    assert drop_top_quality(quality, torch.ones(1, 1, 200, dtype=torch.bool), 10.0).sum() == 20
+
+
+def test_drop_rejects_bad_input():
+    quality, candidates = _hand_case()
+    with pytest.raises(ValueError, match="percentage"):
+        drop_top_quality(quality, candidates, 150.0)
+    with pytest.raises(ValueError, match=r"\(N, M, A\)"):
+        drop_top_quality(quality[0], candidates[0], 10.0)
+
+
+def test_keep_mask_from_dense_predictions():
+    # 3 x 3 grid (stride 8); GT box [0,0,16,16] of class 0 holds locations 0, 1, 3, 4. Every predicted box equals
+    # the GT box (IoU 1) so quality = p^0.2, ranked by p. Location 4 (highest p) is batch padding (valid False):
+    # it is no candidate, n_b = 3, 50% -> ceil(1.5) = 2 dropped: locations 1 and 3.
+    points = torch.tensor([[4.0 + 8 * c, 4.0 + 8 * r] for r in range(3) for c in range(3)])
+    p = torch.tensor([0.3, 0.8, 0.9, 0.6, 0.95, 0.1, 0.2, 0.99, 0.4])
+    dense = DensePredictions(points=points, level=torch.zeros(9, dtype=torch.long), level_sizes=[(3, 3)],
+                             strides=[8], boxes=torch.tensor([0.0, 0.0, 16.0, 16.0]).expand(1, 9, 4).clone(),
+                             cls_prob=torch.stack([p, 1 - p], -1)[None],
+                             valid=torch.tensor([[True] * 4 + [False] + [True] * 4]))
+    gt = torch.tensor([[[0.0, 0.0, 16.0, 16.0]]])
+    keep = pilot_keep_mask(dense, gt, torch.tensor([[0]]), torch.tensor([[True]]), 50.0)
+    assert torch.nonzero(~keep[0]).flatten().tolist() == [1, 3]
+    # the second class would rank location 0 first (1 - 0.3 = 0.7 highest among 0, 1, 3)
+    keep = pilot_keep_mask(dense, gt, torch.tensor([[1]]), torch.tensor([[True]]), 10.0)
+    assert torch.nonzero(~keep[0]).flatten().tolist() == [0]
+    assert pilot_keep_mask(dense, gt, torch.tensor([[0]]), torch.tensor([[False]]), 50.0).all()
+
+
+def test_pilot_end_to_end(tiny_run, tmp_path):
+    """On a 4-iteration tiny ATSS: the X = 0 row equals `pgd eval`, drops grow with X, the CSV is written."""
+    import pandas as pd
+
+    from pgd.eval import evaluate
+    from pgd.evaluation import pilot
+
+    out = tmp_path / "pilot.csv"
+    assert pilot.main(["--run-dir", str(tiny_run), "--out", str(out), "--ratios", "0", "1", "50", "100",
+                       "--threads", "1"]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["X", "AP", "AP50", "AP75", "APs", "APm", "APl", "dropped_per_image"]
+    assert table["X"].tolist() == [0.0, 1.0, 50.0, 100.0]
+    assert table["dropped_per_image"].is_monotonic_increasing and table["dropped_per_image"].iloc[0] == 0
+    assert table["dropped_per_image"].iloc[-1] > 0
+    record, _ = evaluate(tiny_run, out=tmp_path / "metrics.json")
+    for key in ("AP", "AP50", "AP75"):
+        assert math.isclose(table[key].iloc[0], record[key]), key
+
+
+from train_helpers import tiny_coco, tiny_run  # noqa: E402,F401  (session fixtures)
