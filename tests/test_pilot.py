@@ -88,4 +88,40 @@ def test_pilot_end_to_end(tiny_run, tmp_path):
         assert math.isclose(table[key].iloc[0], record[key]), key
 
 
+# ---------------------------------------------------------------------------------------------- heatmaps (Fig. 2)
+def test_paint_levels_point_and_anchor_conventions():
+    from pgd.evaluation.heatmap import paint_levels
+
+    values = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.25]])          # P3 2x2 then P4 1x1
+    fcos = torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0], [8.0, 8.0]])
+    out = paint_levels(values, fcos, [(2, 2), (1, 1)], [8, 16], (16, 16))[0]
+    # quadrants: max(P3 cell, P4 = 0.25)
+    assert out[:8, :8].unique().tolist() == [0.25] and out[:8, 8:].unique().tolist() == [0.25]
+    assert out[8:, :8].unique().tolist() == pytest.approx([0.3]) and out[8:, 8:].unique().tolist() == pytest.approx([0.4])
+    anchors = torch.tensor([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0], [8.0, 8.0], [0.0, 0.0]])
+    out = paint_levels(torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.0]]), anchors, [(2, 2), (1, 1)], [8, 16], (16, 16))[0]
+    # anchor centres j*s own [j*s - s/2, j*s + s/2): pixel 3 belongs to column 0, pixel 4 to column 1
+    assert out[3, 3].item() == pytest.approx(0.1) and out[4, 4].item() == pytest.approx(0.4)
+    assert out[3, 4].item() == pytest.approx(0.2) and out[15, 0].item() == pytest.approx(0.3)
+
+
+def test_heatmap_end_to_end(tiny_run, tiny_coco, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pgd.evaluation import heatmap
+
+    out = tmp_path / "heat.npz"
+    assert heatmap.main(["--run-dir", str(tiny_run), "--out", str(out), "--num-images", "3", "--threads", "1"]) == 0
+    data = np.load(out)
+    assert int(data["num_images"]) == 3 and str(data["detector"]) == "atss" and float(data["xi"]) == 0.8
+    for i in range(3):
+        img, heat = data[f"image_{i}"], data[f"heatmap_{i}"]
+        assert img.shape == (64, 64, 3) and heat.shape == (64, 64) and heat.dtype == np.float32
+        assert heat.min() >= 0 and heat.max() <= 1
+        assert data[f"gt_boxes_{i}"].shape[1] == 4 and len(data[f"gt_labels_{i}"]) == len(data[f"gt_boxes_{i}"])
+        source = np.asarray(Image.open(str(data["img_paths"][i])).convert("RGB"))
+        assert np.array_equal(img, source)      # RGB, unpadded, the 64 px input is not resized
+
+
 from train_helpers import tiny_coco, tiny_run  # noqa: E402,F401  (session fixtures)
