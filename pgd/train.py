@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pgd.evaluation.metrics import atomic_write_text
+
 RUN_INFO_KEY = "run_info"  # top-level config key: run id, profile and the MLflow tags of this run
 MODEL_FILE = "model.pth"
 CONFIG_FILE = "config.py"
@@ -305,6 +307,24 @@ def _register_cpu_ddp() -> None:
             super().__init__(module=module, device_ids=device_ids if on_gpu else None, **kwargs)
 
 
+def _init_cpu_process_group(cfg) -> None:
+    """Start gloo for a CPU-only torchrun job before the Runner does.
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device`` unconditionally, which fails on CPU-only
+    builds; the Runner skips its own initialisation when a process group already exists.
+    """
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available() or dist.is_initialized():
+        return
+    timeout = cfg.get("env_cfg", {}).get("dist_cfg", {}).get("timeout")
+    kwargs = {"timeout": datetime.timedelta(seconds=timeout)} if timeout else {}
+    dist.init_process_group(backend="gloo", **kwargs)
+
+
 # ----------------------------------------------------------------------------------------------------------
 
 def train(args) -> Path:
@@ -320,13 +340,17 @@ def train(args) -> Path:
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     config_path = work_dir / CONFIG_FILE
-    # the process group does not exist yet (is_main_process() is True everywhere): use torchrun's RANK
+    text = cfg.pretty_text
+    # under torchrun every rank composes the same config; only rank 0 writes it (the process group does not
+    # exist yet, so is_main_process() would be True everywhere). Ranks never read the file back: on --resume an
+    # older config.py is there and a rank could read it before rank 0 replaced it.
     if int(os.environ.get("RANK", "0")) == 0:
-        _dump_config_atomic(cfg, config_path)
-    else:
-        _wait_for(config_path)
-    cfg = Config.fromfile(str(config_path))
+        atomic_write_text(config_path, text)
+    # what trains is the dumped text parsed back, so config.py is exactly what `pgd eval` rebuilds
+    cfg = Config(Config.fromstring(text, ".py").to_dict(), cfg_text=text, filename=str(config_path))
     _register_cpu_ddp()
+    if cfg.launcher == "pytorch":
+        _init_cpu_process_group(cfg)
 
     runner = Runner.from_cfg(cfg)
     # resume / load_from call torch.load inside mmengine; its checkpoints pickle message-hub objects that
@@ -340,21 +364,6 @@ def train(args) -> Path:
     return model_path
 
 
-def _dump_config_atomic(cfg, path: Path) -> None:
-    from pgd.evaluation.metrics import atomic_write_text
-
-    atomic_write_text(path, cfg.pretty_text)
-
-
-def _wait_for(path: Path, timeout: float = 120.0) -> None:
-    # torchrun ranks > 0 read the config rank 0 writes; the process group does not exist yet to barrier on
-    deadline = time.monotonic() + timeout
-    while not path.is_file():
-        if time.monotonic() > deadline:
-            raise TrainError(f"rank {os.environ.get('RANK')} waited {timeout:.0f}s for {path}")
-        time.sleep(0.2)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -362,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainError as err:
         print(f"pgd train: error: {err}", file=sys.stderr)
         return 2
-    print(f"pgd train: wrote {path}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"pgd train: wrote {path}")
     return 0
 
 
