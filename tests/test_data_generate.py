@@ -220,3 +220,12 @@ def test_cli_generates_and_reports(tmp_path, capsys):
     assert (tmp_path / "h/Images/000001,val.jpg").is_file()
     assert data_main(["coco", "--out", str(tmp_path / "d"), "--image-size", "16"]) == 2
     assert "image_size" in capsys.readouterr().err
+
+
+def test_import_pgd_data_stays_light():
+    """`pgd data` must not pay for mmdet: only pgd.data.datasets imports it."""
+    import subprocess
+    import sys
+
+    code = "import sys, pgd.data, pgd.data.cli; assert not [m for m in sys.modules if m.startswith('mmdet')]"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -312,3 +312,41 @@ def test_cli_validate_exit_codes(coco_dir, odgt_dir, capsys):
     (odgt_dir / "Images" / "1,a.jpg").unlink()
     assert data_main(["validate", "--odgt", str(odgt), "--img-dir", str(odgt_dir / "Images")]) == 2
     assert "line 1 (ID 1,a)" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- property: the culprit is named
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_img=st.integers(1, 6), n_ann=st.integers(1, 30), seed=st.integers(0, 2**16), bad=st.data(),
+       kind=st.sampled_from(["outside", "zero", "category", "image"]))
+def test_coco_first_bad_annotation_is_named(tmp_path_factory, n_img, n_ann, seed, bad, kind):
+    rng = np.random.default_rng(seed)
+    size = rng.integers(20, 200, size=(n_img, 2))
+    owner = rng.integers(0, n_img, size=n_ann)
+    wh = np.maximum(1, np.floor(rng.uniform(0.05, 1.0, (n_ann, 2)) * size[owner]))
+    xy = np.floor(rng.uniform(0, 1, (n_ann, 2)) * (size[owner] - wh + 1))
+    ids = rng.permutation(np.arange(100, 100 + 3 * n_ann))[:n_ann]  # ids need not be sorted or dense
+    data = dict(images=[dict(id=i + 1, file_name=f"{i}.png", width=int(w), height=int(h))
+                        for i, (w, h) in enumerate(size)],
+                annotations=[dict(id=int(ids[k]), image_id=int(owner[k]) + 1, category_id=1,
+                                  bbox=[*xy[k].tolist(), *wh[k].tolist()], area=1.0, iscrowd=0) for k in range(n_ann)],
+                categories=[dict(id=1, name="a")])
+    path = tmp_path_factory.mktemp("prop") / "ann.json"
+    path.write_text(json.dumps(data))
+    validate_coco(path)
+    k = bad.draw(st.integers(0, n_ann - 1))
+    a = data["annotations"][k]
+    if kind == "outside":
+        a["bbox"][0] = float(size[owner[k], 0]) + 2.0
+    elif kind == "zero":
+        a["bbox"][3] = 0.0
+    elif kind == "category":
+        a["category_id"] = 2
+    else:
+        a["image_id"] = n_img + 5
+    path.write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=rf"annotation id {a['id']}\b"):
+        validate_coco(path)
