@@ -227,3 +227,37 @@ def test_pad_gt_and_dense_prediction_checks():
         DensePredictions(points=torch.zeros(4, 2), level=torch.zeros(4, dtype=torch.long), level_sizes=[(2, 2)],
                          strides=[8], boxes=torch.zeros(1, 4, 4), cls_prob=torch.zeros(1, 4, 2),
                          valid=torch.ones(1, 4))
+
+
+@pytest.mark.parametrize('detector,backbone,dataset,alpha,tau', [
+    ('atss', 'r50', 'coco', 0.08, 0.8),
+    ('ddod', 'r50', 'coco', 0.08, 0.8),
+    ('fcos', 'r50', 'coco', 0.04, 0.8),
+    ('gfl', 'r50', 'coco', 0.04, 0.8),
+    ('autoassign', 'r50', 'coco', 0.04, 0.4),
+    ('atss', 'mbv2', 'coco', 0.04, 0.8),
+    ('ddod', 'r50', 'crowdhuman', 0.001, 0.8),
+])
+def test_configs_distill_pgd_hyper_parameters(detector, backbone, dataset, alpha, tau):
+    from pgd.config import compose_config
+
+    cfg = compose_config(detector, backbone, 'mini', 'student', dataset=dataset, method='pgd',
+                         teacher=dict(config='teacher/config.py', checkpoint='teacher/model.pth'))
+    model = cfg.model
+    assert model.type == 'DistillDetector' and model.init_student is True
+    assert model.teacher_guided_assign == 'auto'   # resolved by the distiller: True for DDOD only
+    (kd,) = model.kd_losses
+    loss = MODELS.build(kd)
+    loss.bind_detector(detector)
+    s = loss.settings
+    assert (s.alpha, s.beta, s.gamma, s.delta, s.tau, s.k, s.xi_cls, s.xi_reg) == pytest.approx(
+        (alpha, alpha / 2, 1.6 * alpha, 8e-4, tau, 30, 0.8, 0.6))
+    assert s.fg_strategy == 'pgw' and loss.branches == ('cls', 'reg')
+    # a matrix row's method_overrides win over the per-detector values, beta / gamma follow alpha
+    over = compose_config(detector, backbone, 'mini', 'student', dataset=dataset, method='pgd',
+                          method_overrides=dict(alpha=0.2, k=15, branches=['neck']),
+                          teacher=dict(config='t/config.py', checkpoint='t/model.pth')).model.kd_losses[0]
+    loss = MODELS.build(over)
+    loss.bind_detector(detector)
+    assert (loss.settings.alpha, loss.settings.gamma, loss.settings.k, loss.branches) == (
+        0.2, pytest.approx(0.32), 15, ('neck',))
