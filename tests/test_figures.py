@@ -1,4 +1,4 @@
-"""Figures: level maps -> image grid, Fig. 1's region weightings on a hand-built case, PNG + PDF from fixed inputs."""
+"""Figures: Fig. 1's region weightings on a hand-built case; PNG + PDF from fixed synthetic inputs."""
 from __future__ import annotations
 
 import math
@@ -9,19 +9,6 @@ import pytest
 import torch
 
 from pgd.report import figures as F
-
-
-def test_levels_to_image_fills_cells_and_takes_the_max():
-    # level 0: 2x2 at stride 2, level 1: 1x1 at stride 4, on a 4x4 image
-    out = F.levels_to_image([1.0, 0.0, 0.0, 0.25, 0.5], [(2, 2), (1, 1)], [2, 4], (4, 4))
-    expect = np.full((4, 4), 0.5)
-    expect[:2, :2] = 1.0
-    assert out.shape == (1, 4, 4)
-    np.testing.assert_allclose(out[0], expect)
-    # output smaller than the padded grid is cropped
-    assert F.levels_to_image(np.ones((2, 5)), [(2, 2), (1, 1)], [2, 4], (3, 3)).shape == (2, 3, 3)
-    with pytest.raises(F.FigureError, match="4 values for level sizes"):
-        F.levels_to_image(np.ones(4), [(2, 2), (1, 1)], [2, 4], (4, 4))
 
 
 def _dense(cls_prob, boxes):
@@ -74,16 +61,25 @@ def test_fig1_regions_png_pdf(tmp_path):
 
 
 def test_fig2_heatmaps_from_npz(tmp_path):
+    """Reads `pgd heatmap`'s format (image_i, heatmap_i, gt_boxes_i, num_images); images may differ in size."""
     files = {}
-    for i, det in enumerate(("FCOS", "ATSS")):
-        path = tmp_path / f"{det}.npz"
-        np.savez(path, heatmaps=np.random.default_rng(i).random((2, 48, 64)), images=np.stack(_images()),
-                 gt_boxes=np.array([[[4, 4, 30, 40]], [[0, 0, 0, 0]]], float), gt_valid=np.array([[1], [0]]))
-        files[det] = path
+    for j, det in enumerate(("FCOS", "ATSS")):
+        imgs = _images(2)
+        arrays = {"num_images": np.asarray(2)}
+        for i, img in enumerate(imgs):
+            arrays[f"image_{i}"] = img[: 48 - 8 * i]
+            arrays[f"heatmap_{i}"] = np.random.default_rng(j).random(img[: 48 - 8 * i].shape[:2]).astype("f4")
+            arrays[f"gt_boxes_{i}"] = np.array([[4, 4, 30, 30]], "f4")[:1 - i]
+        np.savez_compressed(tmp_path / f"{det}.npz", **arrays)
+        files[det] = tmp_path / f"{det}.npz"
+    assert [h.shape for h in F.load_heatmap(files["ATSS"])["heatmaps"]] == [(48, 64), (40, 64)]
     _assert_files(F.fig2(files, tmp_path / "fig2"), tmp_path, "fig2")
-    np.savez(tmp_path / "bad.npz", other=np.zeros(3))
-    with pytest.raises(F.FigureError, match="expects an \\(N, H, W\\) array"):
+    np.savez(tmp_path / "bad.npz", num_images=np.asarray(2), image_0=np.zeros((2, 2, 3)))
+    with pytest.raises(F.FigureError, match="missing heatmap_0"):
         F.load_heatmap(tmp_path / "bad.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(2))
+    with pytest.raises(F.FigureError, match="not a `pgd heatmap` file"):
+        F.load_heatmap(tmp_path / "other.npz")
 
 
 def test_fig3_pilot_png_pdf(tmp_path):
@@ -113,3 +109,19 @@ def test_unknown_figure():
 
     with pytest.raises(MatrixError, match="unknown figure 4"):
         F.make_figure(4, "mini", matrix=load_matrix())
+
+
+def test_gt_is_scaled_into_the_input_frame():
+    """mmdet's test pipeline loads GT after Resize: boxes are scaled by scale_factor (w, h) to the input frame."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    samples = []
+    for boxes, scale in (([[10.0, 20.0, 30.0, 40.0]], (2.0, 0.5)), ([], (1.0, 1.0))):
+        ds = DetDataSample(metainfo=dict(scale_factor=scale))
+        ds.gt_instances = InstanceData(bboxes=torch.tensor(boxes).reshape(-1, 4),
+                                       labels=torch.zeros(len(boxes), dtype=torch.long))
+        samples.append(ds)
+    gt_boxes, gt_labels, gt_valid = F.input_frame_gt(samples)
+    assert gt_boxes[0, 0].tolist() == [20.0, 10.0, 60.0, 20.0]
+    assert gt_valid.tolist() == [[True], [False]] and gt_labels.tolist() == [[0], [-1]]

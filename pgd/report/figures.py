@@ -8,8 +8,9 @@ Fig. 3  the pilot: AP after masking the top-X% quality predictions (each teacher
 Fig. 5  GT (blue), plain-student (red) and PGD-student (orange) detections of ATSS on the same val images.
 
 Every map is drawn on the network input (the test pipeline's resized image) so that locations, boxes and pixels
-share one coordinate frame; a level's value covers its stride x stride cell and levels are combined with a max
-(the paper's "maximum value at each position across FPN layers").
+share one coordinate frame, painted as Fig. 2's heatmaps are (pgd.evaluation.heatmap.paint_levels: each location
+owns the stride x stride cell around it, max over levels - the paper's "maximum value at each position across FPN
+layers").
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pgd.matrix import FIG1_TEACHER, FIG5_RUNS, FIGURES, figure_runs, load_matrix, run_dir
 
@@ -34,28 +36,9 @@ class FigureError(ValueError):
 
 # ------------------------------------------------------------------------------------------ geometry
 
-def levels_to_image(values, level_sizes: Sequence[tuple[int, int]], strides: Sequence[int],
-                    out_hw: tuple[int, int]) -> np.ndarray:
-    """(N, A) per-location values over all levels (row-major per level) -> (N, H, W) image maps: each value fills
-    its stride x stride cell (cell (i, j) covers pixels [i*s, (i+1)*s) x [j*s, (j+1)*s)); max over levels."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[None] if v.ndim == 1 else v
-    counts = [h * w for h, w in level_sizes]
-    if v.shape[1] != sum(counts):
-        raise FigureError(f"levels_to_image: {v.shape[1]} values for level sizes {list(level_sizes)}")
-    h_out, w_out = out_hw
-    out = np.zeros((v.shape[0], h_out, w_out))
-    for part, (h, w), s in zip(np.split(v, np.cumsum(counts)[:-1], axis=1), level_sizes, strides):
-        grid = part.reshape(-1, h, w).repeat(s, axis=1).repeat(s, axis=2)[:, :h_out, :w_out]
-        out[:, :grid.shape[1], :grid.shape[2]] = np.maximum(out[:, :grid.shape[1], :grid.shape[2]], grid)
-    return out
-
-
 def region_maps(pred, gt_boxes, gt_labels, gt_valid, k: int = 30, xi: float = 0.8) -> dict[str, "np.ndarray"]:
     """Fig. 1's four foreground weightings, each (N, A) over the teacher's locations (pgd.losses.KDContext's
     DensePredictions `pred`; GT padded (N, M, 4) / (N, M) / (N, M))."""
-    import torch
-
     from pgd.core.pgw import pgw_importance
     from pgd.core.quality import quality_score
     from pgd.core.regions import box_importance, boxgauss_importance
@@ -129,7 +112,8 @@ def plot_regions(images: Sequence[np.ndarray], gt_boxes: Sequence[np.ndarray],
         for j, name in enumerate(cols):
             ax = axes[i, j]
             ax.imshow(img)
-            ax.imshow(maps[name][i], cmap="jet", alpha=0.5, vmin=0.0, vmax=max(float(maps[name][i].max()), 1e-6))
+            weight = np.ma.masked_less_equal(maps[name][i], 0.0)      # undistilled pixels stay unpainted
+            ax.imshow(weight, cmap="jet", alpha=0.6, vmin=0.0, vmax=max(float(maps[name][i].max()), 1e-6))
             _draw_boxes(ax, gt_boxes[i], GT_COLOUR)
             ax.set_axis_off()
             if i == 0:
@@ -220,128 +204,121 @@ def load_pilot(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def load_heatmap(path: str | Path) -> dict[str, np.ndarray]:
-    """A `pgd heatmap` .npz: `heatmaps` (N, H, W) in [0, 1]; optional `images` (N, H, W, 3) and `gt_boxes`
-    (N, M, 4) with `gt_valid` (N, M)."""
+def load_heatmap(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """A `pgd heatmap` .npz (pgd.evaluation.heatmap): image_i (H, W, 3) uint8, heatmap_i (H, W) in [0, 1],
+    gt_boxes_i (M, 4), for i < num_images."""
     path = Path(path)
     if not path.is_file():
         raise FigureError(f"{path}: heatmap file not found (run `pgd heatmap` on the teacher)")
     with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
-    key = next((k for k in ("heatmaps", "heatmap", "quality") if k in data), None)
-    if key is None or data[key].ndim != 3:
-        raise FigureError(f"{path}: expects an (N, H, W) array `heatmaps`, has {sorted(data)}")
-    data["heatmaps"] = data[key]
-    if "gt_boxes" in data and "gt_valid" in data:
-        data["boxes_list"] = [b[v.astype(bool)] for b, v in zip(data["gt_boxes"], data["gt_valid"])]
-    return data
+        files = set(z.files)
+        if "num_images" not in files:
+            raise FigureError(f"{path}: not a `pgd heatmap` file (no num_images; has {sorted(files)[:6]})")
+        n = int(z["num_images"])
+        out: dict[str, list[np.ndarray]] = {"images": [], "heatmaps": [], "gt_boxes": []}
+        for i in range(n):
+            for key, name in (("images", f"image_{i}"), ("heatmaps", f"heatmap_{i}"), ("gt_boxes", f"gt_boxes_{i}")):
+                if name not in files:
+                    raise FigureError(f"{path}: missing {name} (num_images = {n})")
+                out[key].append(z[name])
+    if n == 0:
+        raise FigureError(f"{path}: holds no images")
+    return out
 
 
-class RunModel:
-    """A trained run's plain detector (model.pth into the model of config.py) and its test dataset."""
+def _first_images(run_dir: str | Path, n: int):
+    """The run's plain detector and its first n test images: (model, [(raw batch, preprocessed batch)], count)."""
+    from pgd.evaluation.pilot import PilotError, load_detector
 
-    def __init__(self, path: str | Path):
-        import torch
-        from mmengine.config import Config
-        from mmengine.registry import init_default_scope
-        from mmengine.utils import import_modules_from_strings
-
-        from pgd.checkpoint import load_checkpoint
-        from pgd.train import plain_model_config
-
-        self.dir = Path(path)
-        for f in ("config.py", "model.pth"):
-            if not (self.dir / f).is_file():
-                raise FigureError(f"{self.dir / f}: not found (train the run first)")
-        self.cfg = Config.fromfile(str(self.dir / "config.py"))
-        if self.cfg.get("custom_imports"):
-            import_modules_from_strings(**self.cfg.custom_imports)
-        init_default_scope("mmdet")
-        from mmdet.registry import DATASETS, MODELS
-
-        self.model = MODELS.build(plain_model_config(self.cfg))
-        state = load_checkpoint(self.dir / "model.pth")["state_dict"]
-        self.model.load_state_dict(state)
-        self.model.eval()
-        self._datasets = DATASETS
-        self._torch = torch
-
-    def batch(self, n: int):
-        """The first n test images through the test pipeline: (raw collated data, preprocessed batch)."""
-        from mmengine.dataset import pseudo_collate
-
-        ds = self._datasets.build(self.cfg.test_dataloader.dataset)
-        if len(ds) == 0:
-            raise FigureError(f"{self.dir}: the test set is empty")
-        data = pseudo_collate([ds[i] for i in range(min(n, len(ds)))])
-        with self._torch.no_grad():
-            return data, self.model.data_preprocessor(data, False)
+    try:
+        model, loader, _ = load_detector(Path(run_dir))
+    except PilotError as err:
+        raise FigureError(str(err)) from err
+    batches, seen = [], 0
+    with torch.no_grad():
+        for data in loader:
+            if seen >= n:
+                break
+            batches.append((data, model.data_preprocessor(data, False)))
+            seen += len(data["inputs"])
+    if not batches:
+        raise FigureError(f"{run_dir}: the test set is empty")
+    return model, batches, min(seen, n)
 
 
-def _display_images(data) -> list[np.ndarray]:
-    """The pipeline's resized images (uint8 BGR, CHW, unpadded) as RGB HWC arrays."""
-    return [x.cpu().numpy()[::-1].transpose(1, 2, 0).copy() for x in data["inputs"]]
+def input_frame_gt(samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Padded GT (N, M, 4) / (N, M) / (N, M) in the network-input frame. mmdet's test pipeline loads the
+    annotations after Resize, so gt_instances hold original-image boxes: scale them by each image's
+    scale_factor (w, h) to meet the predictions' frame."""
+    from pgd.losses.base import pad_gt
+
+    boxes, labels = [], []
+    for ds in samples:
+        b = ds.gt_instances.bboxes
+        b = (b.tensor if hasattr(b, "tensor") else b).float()
+        sx, sy = ds.metainfo.get("scale_factor", (1.0, 1.0))[:2]
+        boxes.append(b * b.new_tensor([sx, sy, sx, sy]))
+        labels.append(ds.gt_instances.labels)
+    return pad_gt(boxes, labels, device=boxes[0].device if boxes else None)
 
 
-def _gt(batch):
-    import torch
-
-    boxes = [ds.gt_instances.bboxes.tensor if hasattr(ds.gt_instances.bboxes, "tensor")
-             else ds.gt_instances.bboxes for ds in batch["data_samples"]]
-    labels = [ds.gt_instances.labels for ds in batch["data_samples"]]
-    m = max(1, max(len(b) for b in boxes))
-    n = len(boxes)
-    gt_boxes = torch.zeros(n, m, 4)
-    gt_labels = torch.full((n, m), -1, dtype=torch.long)
-    gt_valid = torch.zeros(n, m, dtype=torch.bool)
-    for i, (b, l) in enumerate(zip(boxes, labels)):
-        gt_boxes[i, :len(b)] = b.float()
-        gt_labels[i, :len(l)] = l.long()
-        gt_valid[i, :len(b)] = True
-    return gt_boxes, gt_labels, gt_valid, [b.cpu().numpy() for b in boxes]
+def _rgb(raw) -> np.ndarray:
+    """A pipeline image (3, h, w) uint8 BGR as loaded -> (h, w, 3) RGB."""
+    return raw.cpu().numpy()[::-1].transpose(1, 2, 0).copy()
 
 
 def fig1(teacher_dir: str | Path, out_base: str | Path, num_images: int = 4, k: int = 30) -> list[Path]:
-    import torch
-
+    """Regions on the teacher's first test images; maps painted like Fig. 2's heatmaps (pgd.evaluation.heatmap)."""
+    from pgd.evaluation.heatmap import paint_levels
     from pgd.models.adapters import build_adapter
 
-    run = RunModel(teacher_dir)
-    data, batch = run.batch(num_images)
+    model, batches, n = _first_images(teacher_dir, num_images)
+    adapter = build_adapter(model)
+    images, boxes, maps = [], [], {m: [] for m in FIG1_METHODS}
     with torch.no_grad():
-        head_outs = run.model.bbox_head(run.model.extract_feat(batch["inputs"]))
-    metas = [ds.metainfo for ds in batch["data_samples"]]
-    pred = build_adapter(run.model).dense_predictions(head_outs, metas)
-    gt_boxes, gt_labels, gt_valid, gt_list = _gt(batch)
-    maps = region_maps(pred, gt_boxes, gt_labels, gt_valid, k=k)
-    images = _display_images(data)
-    hw = tuple(batch["inputs"].shape[-2:])
-    img_maps = {name: [m[:img.shape[0], :img.shape[1]] for m, img in
-                       zip(levels_to_image(v, pred.level_sizes, pred.strides, hw), images)]
-                for name, v in maps.items()}
-    return plot_regions(images, gt_list, img_maps, out_base)
+        for data, batch in batches:
+            inputs, samples = batch["inputs"], batch["data_samples"]
+            pred = adapter.dense_predictions(model.bbox_head(model.extract_feat(inputs)),
+                                             [ds.metainfo for ds in samples])
+            gt_boxes, gt_labels, gt_valid = input_frame_gt(samples)
+            weights = region_maps(pred, gt_boxes, gt_labels, gt_valid, k=k)
+            painted = {name: paint_levels(torch.as_tensor(w), pred.points, pred.level_sizes, pred.strides,
+                                          tuple(inputs.shape[-2:])).numpy() for name, w in weights.items()}
+            for i, ds in enumerate(samples):
+                h, w = ds.metainfo["img_shape"][:2]
+                images.append(_rgb(data["inputs"][i])[:h, :w])
+                boxes.append(gt_boxes[i][gt_valid[i]].numpy())
+                for name in FIG1_METHODS:
+                    maps[name].append(painted[name][i, :h, :w])
+    return plot_regions(images[:n], boxes[:n], {k_: v[:n] for k_, v in maps.items()}, out_base)
 
 
 def fig5(student_dir: str | Path, pgd_dir: str | Path, out_base: str | Path, num_images: int = 4,
          score_thr: float = 0.3) -> list[Path]:
-    import torch
-
-    dets = []
+    """Detections (score >= score_thr) of both students on the same first test images, in the input frame."""
+    dets, images, gts = [], [], []
     for d in (student_dir, pgd_dir):
-        run = RunModel(d)
-        data, batch = run.batch(num_images)
+        model, batches, n = _first_images(d, num_images)
+        found = []
         with torch.no_grad():
-            res = run.model.predict(batch["inputs"], batch["data_samples"], rescale=False)
-        dets.append([r.pred_instances.bboxes[r.pred_instances.scores >= score_thr].cpu().numpy() for r in res])
-    _, _, _, gt_list = _gt(batch)
-    return plot_detections(_display_images(data), gt_list, dets[0], dets[1], out_base)
+            for data, batch in batches:
+                res = model.predict(batch["inputs"], batch["data_samples"], rescale=False)
+                found += [r.pred_instances.bboxes[r.pred_instances.scores >= score_thr].numpy() for r in res]
+                if d == student_dir:
+                    gt_boxes, _, gt_valid = input_frame_gt(batch["data_samples"])
+                    for i, ds in enumerate(batch["data_samples"]):
+                        h, w = ds.metainfo["img_shape"][:2]
+                        images.append(_rgb(data["inputs"][i])[:h, :w])
+                        gts.append(gt_boxes[i][gt_valid[i]].numpy())
+        dets.append(found[:n])
+    return plot_detections(images[:n], gts[:n], dets[0], dets[1], out_base)
 
 
 def fig2(heatmap_files: Mapping[str, str | Path], out_base: str | Path) -> list[Path]:
     data = {name: load_heatmap(p) for name, p in heatmap_files.items()}
     return plot_heatmaps({n: d["heatmaps"] for n, d in data.items()}, out_base,
-                         images={n: d["images"] for n, d in data.items() if "images" in d},
-                         gt_boxes={n: d["boxes_list"] for n, d in data.items() if "boxes_list" in d})
+                         images={n: d["images"] for n, d in data.items()},
+                         gt_boxes={n: d["gt_boxes"] for n, d in data.items()})
 
 
 def fig3(pilot_files: Mapping[str, str | Path], out_base: str | Path) -> list[Path]:
