@@ -269,6 +269,28 @@ def test_config_errors():
                            teacher_guided_assign='auto').teacher_guided_assign is False
 
 
+def test_real_architectures_r101_teacher_mbv2_student():
+    """configs/detectors' ATSS R101 teacher and MobileNetV2 student (Table 2): init_student skips exactly the FPN
+    lateral convs (their input widths differ), and a distillation step runs on the real networks."""
+    from pgd.config import compose_config
+
+    teacher = compose_config('atss', 'r101', 'mini', 'teacher').model.to_dict()
+    cfg = compose_config('atss', 'mbv2', 'mini', 'student', method='pgd', teacher=dict(teacher_model=teacher))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    copied, skipped = model.init_student_report
+    assert sorted(skipped) == [f'neck.lateral_convs.{i}.conv.weight' for i in range(3)]
+    assert 'neck.lateral_convs.0.conv.bias' in copied and 'bbox_head.atss_iou.weight' in copied
+    assert type(model.student.bbox_head).__name__ == 'ATSSIoUHead'
+    model.train()
+    inputs, samples = tiny_batch(model, shapes=((3, 96, 128),), num_items=(2,))
+    losses = model.loss(inputs, samples)
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total) and losses['loss_pgd_cls_fea'] > 0
+    total.backward()
+    assert model.student.backbone.conv1.conv.weight.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------- through mmengine's Runner (pgd train / eval)
 from train_helpers import tiny_atss, tiny_coco, tiny_config_text, tiny_run  # noqa: E402,F401  (fixtures)
 
