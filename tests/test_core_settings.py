@@ -61,3 +61,13 @@ def test_unknown_override_and_preset():
         PGDSettings.official_code("retinanet")
     with pytest.raises(ValueError, match="level_weights"):
         PGDSettings.paper(level_weights=(1.0,)).level_weight(3)
+
+
+def test_core_is_pure_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, pgd.core, pgd.core.regions, pgd.core.pgd_loss; "
+            "bad = [m for m in ('mmdet', 'mmcv', 'mmengine') if m in sys.modules]; "
+            "sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "pgd.core imported an mm* package"
