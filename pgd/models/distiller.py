@@ -25,6 +25,7 @@ from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 
+from pgd.checkpoint import load_checkpoint
 from pgd.losses.base import BaseKDLoss, ConfigError, FeatureSet, KDContext, gt_from_data_samples
 from pgd.models.adapters import build_adapter, detector_name
 
@@ -120,8 +121,7 @@ def build_teacher(teacher: dict | None, teacher_model: dict | None) -> nn.Module
     if model_cfg.get('type') == 'DistillDetector':
         raise ConfigError(f'teacher config {cfg_path} is itself a distiller; give the plain teacher run config')
     model = MODELS.build(model_cfg)
-    from pgd.checkpoint import load_checkpoint   # the weights_only loader with mmengine's allow-list
-    ckpt = load_checkpoint(teacher['checkpoint'])
+    ckpt = load_checkpoint(teacher['checkpoint'])   # weights_only with pgd.checkpoint's allow-list
     state = ckpt.get('state_dict', ckpt)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
