@@ -86,6 +86,22 @@ def test_teacher_isolated_and_unchanged(stepped):
     assert all(not m.training for m in model.teacher.modules())
 
 
+@pytest.mark.parametrize('detector', ['gfl', 'fcos'])
+def test_official_code_preset_step(detector):
+    """preset='code' (bugs B1-B3, mean spatial attention, noise regulariser...) runs, and GFL's adapter takes the
+    official per-image stride (B2) from the loss."""
+    model = build(detector, kd_losses=[dict(type='PGDLoss', preset='code', seed=1)])
+    assert model.adapter.gfl_decode_stride_bug == (detector == 'gfl')
+    assert model.kd_losses[0].settings.swap_xy_anchor_free == (detector == 'fcos')
+    inputs, samples = tiny_batch(model, shapes=SHAPES)
+    losses = model.loss(inputs, samples)
+    kd = {k: v for k, v in losses.items() if k.startswith('loss_pgd_')}
+    assert len(kd) == 4 and all(torch.isfinite(v) for v in kd.values())
+    again = model.loss(inputs, samples)   # same seed and iteration: the PGW position noise is reproducible
+    for key, value in kd.items():
+        torch.testing.assert_close(again[key], value)
+
+
 def test_kd_gradient_reaches_student_only():
     model = build('fcos')
     inputs, samples = tiny_batch(model, shapes=SHAPES)
