@@ -36,36 +36,54 @@ class PilotError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------- masking logic
-def drop_top_quality(quality: Tensor, candidates: Tensor, ratio_percent: float) -> Tensor:
-    """Which predictions to drop: (N, A) bool.
+def rank_in_box(quality: Tensor, candidates: Tensor) -> tuple[Tensor, Tensor]:
+    """Rank (0 = best) of every candidate within its GT box by quality, ties to the lower location index.
 
-    quality (N, M, A), candidates (N, M, A) bool (in-box, valid predictions of each GT box). For every box the
-    top ceil(ratio% * n_b) candidates by quality are dropped (stable: ties go to the lower location index).
+    quality (N, M, A), candidates (N, M, A) bool -> rank (N, M, A) long (meaningful where candidates), n_b (N, M).
     """
     if quality.shape != candidates.shape or quality.dim() != 3:
-        raise ValueError(f"drop_top_quality: quality {tuple(quality.shape)} and candidates "
-                         f"{tuple(candidates.shape)} must both be (N, M, A)")
-    if not 0.0 <= ratio_percent <= 100.0:
-        raise ValueError(f"drop_top_quality: ratio must be a percentage in [0, 100], got {ratio_percent}")
+        raise ValueError(f"pilot: quality {tuple(quality.shape)} and candidates {tuple(candidates.shape)} must "
+                         "both be (N, M, A)")
     n, m, a = quality.shape
-    if ratio_percent == 0.0 or m == 0:
-        return torch.zeros(n, a, dtype=torch.bool, device=quality.device)
-    n_b = candidates.sum(-1)                                                       # (N, M)
+    score = torch.where(candidates, quality.double(), torch.tensor(-math.inf, dtype=torch.float64,
+                                                                   device=quality.device))
+    order = torch.sort(score, dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(a, device=order.device).expand(n, m, a))
+    return rank, candidates.sum(-1)
+
+
+def drop_from_ranks(rank: Tensor, candidates: Tensor, n_b: Tensor, ratio_percent: float) -> Tensor:
+    """(N, A) bool: drop the top ceil(ratio% * n_b) candidates of every box (a location: if any box drops it)."""
+    if not 0.0 <= ratio_percent <= 100.0:
+        raise ValueError(f"pilot: ratio must be a percentage in [0, 100], got {ratio_percent}")
+    if ratio_percent == 0.0 or rank.shape[1] == 0:
+        return torch.zeros(rank.shape[0], rank.shape[2], dtype=torch.bool, device=rank.device)
     # exact for the percentages used here; the epsilon keeps 0.5% of 200 at 1 despite float rounding
     n_drop = torch.ceil(n_b.double() * ratio_percent / 100.0 - 1e-9).long().clamp(min=0)
-    score = torch.where(candidates, quality.double(), torch.tensor(-math.inf, dtype=torch.float64))
-    order = torch.sort(score, dim=-1, descending=True, stable=True).indices       # (N, M, A)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(a, device=order.device).expand(n, m, a))
-    drop = candidates & (rank < n_drop[..., None])
-    return drop.any(dim=1)
+    return (candidates & (rank < n_drop[..., None])).any(dim=1)
+
+
+def drop_top_quality(quality: Tensor, candidates: Tensor, ratio_percent: float) -> Tensor:
+    """Which predictions to drop, (N, A) bool: per GT box the top ceil(ratio% * n_b) of its candidates (in-box,
+    valid predictions) by quality."""
+    if not 0.0 <= ratio_percent <= 100.0:
+        raise ValueError(f"pilot: ratio must be a percentage in [0, 100], got {ratio_percent}")
+    rank, n_b = rank_in_box(quality, candidates)
+    return drop_from_ranks(rank, candidates, n_b, ratio_percent)
+
+
+def box_candidates(dense, gt_boxes: Tensor, gt_labels: Tensor, gt_valid: Tensor,
+                   xi: float = XI) -> tuple[Tensor, Tensor]:
+    """Eq. 1 quality (N, M, A) and candidates (N, M, A): valid predictions strictly inside each GT box."""
+    candidates = inside_boxes(dense.points, gt_boxes, gt_valid) & dense.valid[:, None, :]
+    quality = quality_score(dense.cls_prob, dense.boxes, dense.points, gt_boxes, gt_labels, gt_valid, xi)
+    return quality, candidates
 
 
 def pilot_keep_mask(dense, gt_boxes: Tensor, gt_labels: Tensor, gt_valid: Tensor, ratio_percent: float,
                     xi: float = XI) -> Tensor:
     """(N, A) bool: the predictions of `dense` (DensePredictions) that survive dropping the top ratio%."""
-    candidates = inside_boxes(dense.points, gt_boxes, gt_valid) & dense.valid[:, None, :]
-    quality = quality_score(dense.cls_prob, dense.boxes, dense.points, gt_boxes, gt_labels, gt_valid, xi)
-    return ~drop_top_quality(quality, candidates, ratio_percent)
+    return ~drop_top_quality(*box_candidates(dense, gt_boxes, gt_labels, gt_valid, xi), ratio_percent)
 
 
 # ---------------------------------------------------------------------------------------------- model loading
@@ -139,8 +157,10 @@ def run_pilot(model, dataloader, evaluator_cfg, ratios: Sequence[float] = RATIOS
         dense = adapter.dense_predictions(head_outs, metas)
         gt_boxes, gt_labels, gt_valid = batch_gt(data_samples, inputs.device)
         images += len(data_samples)
+        quality, candidates = box_candidates(dense, gt_boxes, gt_labels, gt_valid, xi)
+        rank, n_b = rank_in_box(quality, candidates)
         for r in ratios:
-            keep = pilot_keep_mask(dense, gt_boxes, gt_labels, gt_valid, r, xi)
+            keep = ~drop_from_ranks(rank, candidates, n_b, r)
             dropped[r] += int((~keep).sum())
             outs = adapter.mask_predictions(head_outs, keep) if not keep.all() else head_outs
             results = model.bbox_head.predict_by_feat(*outs, batch_img_metas=metas, rescale=True)
