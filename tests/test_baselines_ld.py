@@ -27,7 +27,8 @@ HEAD = dict(
 
 def samples():
     out = []
-    for boxes, labels in (([[4.0, 6.0, 40.0, 50.0], [30.0, 20.0, 60.0, 44.0]], [0, 2]), ([[10.0, 12.0, 34.0, 30.0]], [1])):
+    images = (([[4.0, 6.0, 40.0, 50.0], [30.0, 20.0, 60.0, 44.0]], [0, 2]), ([[10.0, 12.0, 34.0, 30.0]], [1]))
+    for boxes, labels in images:
         s = DetDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), batch_input_shape=(64, 64),
                                         scale_factor=(1.0, 1.0)))
         s.gt_instances = InstanceData(bboxes=torch.tensor(boxes), labels=torch.tensor(labels))
