@@ -145,3 +145,28 @@ def test_paper_pair_with_composed_config(method, detector, backbone, dataset):
     for s in data['data_samples']:
         s.gt_instances.labels = s.gt_instances.labels.clamp(max=classes - 1)
     two_iterations(model, data['inputs'], data['data_samples'], method)
+
+
+@pytest.mark.parametrize('detector', DETECTORS)
+def test_fgfi_anchors_are_the_detectors_own(detector):
+    """ATSS/GFL/DDOD: FGFI's 8 s squares on the teacher's prior centres are exactly the heads' anchors; FCOS and
+    AutoAssign: virtual 8 s squares centred on their points."""
+    from pgd.losses.baseline_masks import square_anchors
+    from pgd.models.adapters import build_adapter
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_detector_cfg(detector, width=8))
+    model.eval()
+    inputs, samples = tiny_batch(model, shapes=((3, 96, 96), (3, 80, 64)))
+    with torch.no_grad():
+        outs = model.bbox_head(model.extract_feat(inputs))
+    dp = build_adapter(model).dense_predictions(outs, [s.metainfo for s in samples])
+    strides = torch.as_tensor(dp.strides, dtype=torch.float32)[dp.level]
+    mine = square_anchors(dp.points, strides, base_scale=8.0)[:, 0]
+    head = model.bbox_head
+    if detector in ('atss', 'gfl', 'ddod'):
+        own = torch.cat(head.prior_generator.grid_priors(dp.level_sizes, device='cpu'))
+        torch.testing.assert_close(mine, own)
+    else:
+        side = 8 * strides
+        torch.testing.assert_close(mine[:, 2] - mine[:, 0], side)
+        torch.testing.assert_close((mine[:, :2] + mine[:, 2:]) / 2, dp.points.float())
