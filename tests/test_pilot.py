@@ -76,16 +76,45 @@ def test_pilot_end_to_end(tiny_run, tmp_path):
     from pgd.evaluation import pilot
 
     out = tmp_path / "pilot.csv"
+    # score_thr 0: the barely trained model then keeps its top-scoring boxes, so AP is defined and non-trivial
+    keep_all = {"model.test_cfg.score_thr": 0.0}
     assert pilot.main(["--run-dir", str(tiny_run), "--out", str(out), "--ratios", "0", "1", "50", "100",
-                       "--threads", "1"]) == 0
+                       "--threads", "1", "--set", "model.test_cfg.score_thr=0.0"]) == 0
     table = pd.read_csv(out)
     assert list(table.columns) == ["X", "AP", "AP50", "AP75", "APs", "APm", "APl", "dropped_per_image"]
     assert table["X"].tolist() == [0.0, 1.0, 50.0, 100.0]
     assert table["dropped_per_image"].is_monotonic_increasing and table["dropped_per_image"].iloc[0] == 0
     assert table["dropped_per_image"].iloc[-1] > 0
-    record, _ = evaluate(tiny_run, out=tmp_path / "metrics.json")
+    record, _ = evaluate(tiny_run, out=tmp_path / "metrics.json", overrides=keep_all)
     for key in ("AP", "AP50", "AP75"):
         assert math.isclose(table[key].iloc[0], record[key]), key
+
+
+def test_pilot_forward_matches_detector_predict(tiny_run):
+    """The pilot's path (extract_feat -> bbox_head -> masked predict_by_feat) with nothing dropped gives exactly
+    the detector's own predictions; dropping every location leaves no detection even at score_thr 0."""
+    from pgd.evaluation.pilot import load_detector
+    from pgd.models.adapters import build_adapter
+
+    model, loader, _ = load_detector(tiny_run, overrides={"model.test_cfg.score_thr": 0.0})
+    batch = next(iter(loader))
+    with torch.no_grad():
+        data = model.data_preprocessor(batch, False)
+        expected = model.predict(data["inputs"], data["data_samples"], rescale=True)
+        metas = [ds.metainfo for ds in data["data_samples"]]
+        outs = model.bbox_head(model.extract_feat(data["inputs"]))
+        adapter = build_adapter(model)
+        a = adapter.dense_predictions(outs, metas).num_points
+        n = len(metas)
+        kept = model.bbox_head.predict_by_feat(*adapter.mask_predictions(outs, torch.ones(n, a, dtype=torch.bool)),
+                                               batch_img_metas=metas, rescale=True)
+        none = model.bbox_head.predict_by_feat(*adapter.mask_predictions(outs, torch.zeros(n, a, dtype=torch.bool)),
+                                               batch_img_metas=metas, rescale=True)
+    for exp, got, empty in zip(expected, kept, none):
+        assert len(exp.pred_instances) > 0
+        assert torch.equal(exp.pred_instances.bboxes, got.bboxes)
+        assert torch.equal(exp.pred_instances.scores, got.scores)
+        assert len(empty) == 0
 
 
 # ---------------------------------------------------------------------------------------------- heatmaps (Fig. 2)
