@@ -7,6 +7,8 @@
 # (kd-methods.md 1.8: tau 0.4 for AutoAssign, MobileNetV2 students alpha 0.04, DDOD CrowdHuman alpha 1e-3).
 # alpha: the paper's rule "anchor-based 0.8, anchor-free 0.4" read as the factor-10 typo it is; GFL and AutoAssign
 # count as anchor-free (paper Sec. 3.1). NB the official AutoAssign config uses 0.08.
+# The values written here override a preset's own: with method_overrides {preset: code}, also give k: 9 (ATSS) and
+# alpha: 0.08 (AutoAssign) to match the official configs exactly (kd-methods.md 1.8).
 
 distill = dict(
     init_student=True,              # copy the teacher's FPN + head where shapes match (official init_student)

@@ -57,8 +57,9 @@ class PGDLoss(BaseKDLoss):
 
     def _make_settings(self, detector: str | None) -> PGDSettings:
         if self._preset in ('code', 'official_code') and detector is None:
-            # the code preset is per detector; it is completed by bind_detector
-            return PGDSettings.paper(None, **self._settings)
+            # the code preset is per detector: a placeholder until bind_detector completes it
+            return PGDSettings.paper(None, **{k: v for k, v in self._settings.items()
+                                              if k not in ('backbone', 'dataset')})
         try:
             return PGDSettings.from_dict(dict(preset=self._preset, detector=detector, **self._settings))
         except ValueError as err:
