@@ -64,7 +64,8 @@ def method_losses(method: str, detector: str, channels: int | None = None) -> tu
 
 def two_iterations(model, inputs, samples, method):
     """Iteration 0 is a full SGD step; iteration 1 back-propagates the KD losses alone and returns them."""
-    hub = MessageHub.get_instance('test_baselines_distill')
+    hub = MessageHub.get_current_instance()     # the one the distiller reads; restored below
+    saved = {k: hub.get_info(k) for k in ('iter', 'max_iters')}
     hub.update_info('max_iters', 2)      # the schedule-scaled warm-ups (FRS, FGFI) end before iteration 1
     teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=1e-3, momentum=0.9),
@@ -78,8 +79,8 @@ def two_iterations(model, inputs, samples, method):
         hub.update_info('iter', 1)
         losses = model.loss(inputs, samples)
     finally:
-        hub.update_info('max_iters', None)
-        hub.update_info('iter', 0)
+        for k, v in saved.items():
+            hub.update_info(k, v)
     kd = {k: v for k, v in losses.items() if k.startswith(KD_PREFIX[method])}
     assert kd, f'no {method} loss among {sorted(losses)}'
     assert all(torch.isfinite(v) for v in losses.values() if torch.is_tensor(v))

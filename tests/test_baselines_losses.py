@@ -328,7 +328,8 @@ def test_bad_inputs_are_named():
 def test_warmup_scaled_to_short_schedules():
     from mmengine.logging import MessageHub
     from pgd.losses.frs import scaled_warmup
-    hub = MessageHub.get_instance('test_baselines_warmup')
+    hub = MessageHub.get_current_instance()
+    saved = hub.get_info('max_iters')
     try:
         hub.update_info('max_iters', 8796)          # a tenth of the 1x reference
         assert scaled_warmup(500, 87960) == pytest.approx(50.0)
@@ -342,4 +343,4 @@ def test_warmup_scaled_to_short_schedules():
         out = loss(make_ctx([fs], [ft], [[0, 0, 1, 1]], s_cls=[zs], t_cls=[zt], iteration=25))
         torch.testing.assert_close(out['loss_frs_feat'], torch.tensor(0.5 * 0.1 * 1.6))   # 25 / 50
     finally:
-        hub.update_info('max_iters', None)
+        hub.update_info('max_iters', saved)
