@@ -4,8 +4,10 @@ The work dir (docs/ARCHITECTURE.md "Run directory") receives ``config.py`` (dump
 so the file is exactly what trains and what ``pgd eval`` rebuilds), mmengine's ``iter_*.pth`` /
 ``last_checkpoint`` (for ``--resume``), and at the end ``model.pth``: ``{'state_dict', 'meta'}`` of the plain
 detector. For a distilled run the state dict is the student's only (no teacher, no KD-loss modules) and
-``meta['model_config']`` holds the student's model config as Python source, so the file loads into a plain
-mmdet detector built from it (``pgd.train.plain_model_config`` gives the same dict from ``config.py``).
+``meta['model_config']`` holds the student's model config (with the run's ``custom_imports``) as Python
+source, so ``Config.fromstring(meta['model_config'], '.py').model`` builds a plain mmdet detector that loads the
+state dict with ``strict=True`` (``pgd.train.plain_model_config`` gives the same dict from ``config.py``).
+Everything in the file is weights_only-loadable (tensors, dicts, strings, numbers).
 """
 from __future__ import annotations
 
@@ -257,7 +259,11 @@ def export_model(model, cfg, path: str | os.PathLike, extra_meta: Mapping[str, A
     import torch
     from mmengine.config import Config
 
-    model_cfg = Config(dict(model=_to_plain(plain_model_config(cfg))))
+    # custom_imports ride along so that Config.fromstring(meta['model_config']) registers the project's heads
+    plain = dict(model=plain_model_config(cfg))
+    if cfg.get("custom_imports"):
+        plain["custom_imports"] = cfg["custom_imports"]
+    model_cfg = Config(_to_plain(plain))
     meta = {
         "model_config": model_cfg.pretty_text,  # Python source: loadable under weights_only, diffable
         "run_info": {k: str(v) for k, v in (cfg.get(RUN_INFO_KEY) or {}).items()},

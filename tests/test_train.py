@@ -88,7 +88,8 @@ def test_model_pth_of_distiller_is_student_only_and_loads_strict(tmp_path):
     model = _Distiller(_build(student_cfg), _build(teacher_cfg))
     cfg = Config(dict(model=dict(type="DistillDetector", student=student_cfg,
                                  teacher=dict(config="t/config.py", checkpoint="t/model.pth")),
-                      run_info=dict(run_id="atss_r50_pgd", profile="mini")))
+                      run_info=dict(run_id="atss_r50_pgd", profile="mini"),
+                      custom_imports=dict(imports=["pgd.models"], allow_failed_imports=False)))
     path = tmp_path / "model.pth"
     train.export_model(model, cfg, path, {"iter": 7})
 
@@ -98,7 +99,9 @@ def test_model_pth_of_distiller_is_student_only_and_loads_strict(tmp_path):
     assert not any(k.startswith(("teacher", "kd_losses", "student.")) for k in sd)
     assert ckpt["meta"]["iter"] == 7 and ckpt["meta"]["run_info"]["run_id"] == "atss_r50_pgd"
 
-    plain_cfg = Config.fromstring(ckpt["meta"]["model_config"], ".py").model
+    meta_cfg = Config.fromstring(ckpt["meta"]["model_config"], ".py")
+    assert meta_cfg.custom_imports.imports == ["pgd.models"]  # the project's heads register on parsing
+    plain_cfg = meta_cfg.model
     assert plain_cfg.type == "ATSS" and plain_cfg.neck.out_channels == 16
     plain = _build(plain_cfg)
     missing, unexpected = plain.load_state_dict(sd, strict=True)
