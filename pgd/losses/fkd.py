@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .base import BaseKDLoss, KDContext
 from .baseline_masks import paired_levels
+from .fgd import fgd_channel_attention, fgd_spatial_attention
 
 #: per-level (channel reduction, max-pool size) of the NL blocks for P3..P7: C' = 64, 64, 128, 128, 128 at C = 256
 DEFAULT_NL_CFG = ((4, 8), (4, 4), (2, 2), (2, 2), (2, 2))
@@ -53,15 +54,13 @@ def nonlocal_block(channels: int, reduction: int, pool: int) -> NonLocal2d:
 
 
 def fkd_spatial_mask(feat: Tensor, temp: float) -> Tensor:
-    """HW softmax_hw(mean_c |F| / T): (N, C, H, W) -> (N, 1, H, W)."""
-    n, _, h, w = feat.shape
-    return (h * w * F.softmax(feat.abs().mean(dim=1).reshape(n, -1) / temp, dim=1)).reshape(n, 1, h, w)
+    """HW softmax_hw(mean_c |F| / T) (FGD's spatial attention): (N, C, H, W) -> (N, 1, H, W)."""
+    return fgd_spatial_attention(feat, temp)[:, None]
 
 
 def fkd_channel_mask(feat: Tensor, temp: float) -> Tensor:
-    """C softmax_c(mean_hw |F| / T): (N, C, H, W) -> (N, C, 1, 1)."""
-    c = feat.shape[1]
-    return (c * F.softmax(feat.abs().mean(dim=(2, 3)) / temp, dim=1))[..., None, None]
+    """C softmax_c(mean_hw |F| / T) (FGD's channel attention): (N, C, H, W) -> (N, C, 1, 1)."""
+    return fgd_channel_attention(feat, temp)[..., None, None]
 
 
 class FKDLevel(nn.Module):
