@@ -114,3 +114,29 @@ def test_atss_threshold_and_diou_by_hand():
     # anchor 0: IoU 2/6; centre distance^2 1; enclosing box 3 x 2 -> c^2 = 13
     torch.testing.assert_close(i[0, 0, 0], torch.tensor(1 / 3))
     torch.testing.assert_close(d[0, 0, 0], torch.tensor(1 / 3 - 1 / 13))
+
+
+def test_vlr_region_and_weight_by_hand():
+    # GT [0,0,4,4]; anchors a0 = the GT (IoU 1), a1 shifted by 2 (IoU 1/3, DIoU 1/3 - 4/52), a2 by 4 (IoU 0)
+    # ATSS thr over the 3 candidates: mean 4/9 + std -> 0.9536; VLR = DIoU in [0.25 thr, thr) = {a1}, weight 1/3
+    gt = torch.tensor([[[0.0, 0.0, 4.0, 4.0]]])
+    anchors = torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 0.0, 6.0, 4.0], [4.0, 0.0, 8.0, 4.0]])
+    d, iou = diou(gt, anchors)
+    torch.testing.assert_close(d[0, 0], torch.tensor([1.0, 1 / 3 - 4 / 52, -0.2]))
+    ious = torch.tensor([1.0, 1 / 3, 0.0])
+    thr = float(ious.mean() + ious.std())
+    assert 0.25 * thr < 1 / 3 - 4 / 52 < thr
+    ctx = KDContext(student=FeatureSet([], [], [], ()), teacher=FeatureSet([], [], [], ()), teacher_pred=None,
+                    gt_boxes=gt, gt_labels=torch.zeros(1, 1, dtype=torch.long),
+                    gt_valid=torch.ones(1, 1, dtype=torch.bool), batch_input_shape=(8, 8), img_shapes=[(8, 8)])
+    s = torch.zeros(1, 3, 4, 2)
+    t = torch.zeros(1, 3, 4, 2)
+    t[0, 1, :, 1] = math.log(3.0)          # only a1 differs: KL per edge = kl / 2 bins (T = 1)
+    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    loss = LDLoss(vlr_weight=0.5, vlr_temp=1.0, vlr_topk=3)
+    none = torch.zeros(1, 3, dtype=torch.bool)
+    out = loss.vlr_loss(ctx, s, t, none, anchors, [3])
+    torch.testing.assert_close(out, torch.tensor(0.5 * (1 / 3) * 4 * (kl / 2) / 16))
+    # a main-region positive is not counted again in VLR
+    pos = torch.tensor([[False, True, False]])
+    assert loss.vlr_loss(ctx, s, t, pos, anchors, [3]) == 0
