@@ -72,14 +72,16 @@ def test_table3_crowdhuman_layout_and_mr_sign(tmp_path, m):
 
 def test_rounding_and_gain_from_displayed_values(tmp_path, m):
     # t4 FCOS block: S & T 39.66 shows 39.7, Ours 44.24 shows 44.2: the gain is 44.2 - 39.7 = +4.5 (not +4.58)
-    put(tmp_path, "fcos_r50_student", **coco(39.66, 57.95, 40.04))
+    put(tmp_path, "fcos_r50_student", **{**coco(39.66, 57.95, 40.04), "APl": None})
     put(tmp_path, "fcos_r50_self_fgd", **coco(39.61, 58.0, 40.0))
-    put(tmp_path, "fcos_r50_self_pgd", **coco(44.24, 57.86, 41.0))
+    put(tmp_path, "fcos_r50_self_pgd", **{**coco(44.24, 57.86, 41.0), "APl": None})
     df = T.build("t4", "mini", [0], tmp_path, m, allow_missing=True)
     frame = T.cell_frame("t4", df, "ours")
     assert frame.loc[("FCOS", "S & T"), "AP"] == "39.7"
     assert frame.loc[("FCOS", "Ours"), "AP"] == "44.2 (+4.5)"
     assert frame.loc[("FCOS", "FGD"), "AP"] == "39.6 (-0.1)"
+    assert frame.loc[("FCOS", "Ours"), "AP$_L$"] == "--"                     # null in metrics.json
+    assert frame.loc[("FCOS", "FGD"), "AP$_L$"] == "0.0"                     # student APl null: no gain
     assert frame.loc[("FCOS", "Ours"), "AP$_{50}$"] == "57.9 (-0.1)"    # 57.86 -> 57.9 minus 57.95 -> 58.0
     # ATSS block has no metrics: shown as -- (allow_missing), its paper companion still filled
     assert frame.loc[("ATSS", "Ours"), "AP"] == "--"

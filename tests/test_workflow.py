@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -137,3 +138,84 @@ def test_unknown_profile_is_a_clear_error(tmp_path):
     p = snakemake("-n", results=tmp_path, config=["profile=huge"], check=False)
     assert p.returncode != 0
     assert "profile 'huge'" in p.stdout + p.stderr
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+E2E_RUNS = ("atss_r101_teacher", "atss_r50_student", "atss_r50_pgd_box")
+
+
+def _e2e_setup(tmp_path):
+    """A three-run slice of the matrix (Table 5's teacher, student and Box rows), tiny data and schedules."""
+    import yaml
+
+    with open(REPO / "configs" / "experiments.yaml") as f:
+        rows = [r for r in yaml.safe_load(f)["runs"] if r["id"] in E2E_RUNS]
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump({"runs": rows}))
+    cfg = {
+        "matrix": str(tmp_path / "matrix.yaml"),
+        "results": str(tmp_path / "results"),
+        "data": {"generate": True, "coco_args": "--seed 0 --num-train 8 --num-val 4 --image-size 64",
+                 "crowdhuman_args": "--seed 0 --num-train 4 --num-val 2 --image-size 64"},
+        # 6 iterations with a checkpoint after each: the kill below lands between two of them
+        "train_args": "--set train_cfg.max_iters=6 --set default_hooks.checkpoint.interval=1",
+        "figures": {"samples": 2},
+        # one torch thread per job so that two jobs share the two cores of a small machine
+        "resources": {"train_teacher": {"threads": 1}, "train_student": {"threads": 1}},
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "results" / "mini"
+
+
+def _e2e_cmd(tmp_path, *extra):
+    return SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                        "--configfile", str(tmp_path / "test.yaml"), "--cores", "2", "--rerun-incomplete",
+                        *extra, "table5", str(tmp_path / "results" / "mini" / "figures" / "fig1.png")]
+
+
+@pytest.mark.slow
+def test_end_to_end_with_interrupted_training(tmp_path):
+    import signal
+    import time
+
+    out = _e2e_setup(tmp_path)
+    victim = out / "runs" / "atss_r50_pgd_box"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(_e2e_cmd(tmp_path), stdout=log, stderr=subprocess.STDOUT, env=env,
+                             start_new_session=True)
+    try:
+        deadline = time.time() + 900
+        while not (victim / "last_checkpoint").exists():     # the distilled student has saved an iteration
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline, "the distilled run never reached its first checkpoint"
+            time.sleep(0.5)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)                  # snakemake and its training job, mid-run
+        first.wait()
+    assert not (victim / "model.pth").exists()               # nothing half-written under the final name
+    done_before = sorted(p.name for p in victim.glob("iter_*.pth"))
+    assert done_before
+
+    subprocess.run(SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                                "--configfile", str(tmp_path / "test.yaml"), "--unlock"],
+                   check=True, capture_output=True, env=env, timeout=120)
+    second = subprocess.run(_e2e_cmd(tmp_path), capture_output=True, text=True, env=env, timeout=1800)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+
+    # the rerun resumed from the checkpoint the killed job left, and finished the schedule
+    train_log = (out / "logs" / "train" / "atss_r50_pgd_box.log").read_text()
+    assert "resumed" in train_log.lower(), train_log[-2000:]
+    assert (victim / "model.pth").is_file() and (victim / "iter_6.pth").is_file()
+    rerun = job_counts(second.stdout + second.stderr)
+    assert rerun["train_teacher"] == 0 and rerun["train_student"] == 1 and rerun["table"] == 1  # only the rest
+
+    for name in E2E_RUNS:
+        metrics = json.loads((out / "runs" / name / "metrics.json").read_text())
+        assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(metrics)
+    tex = (out / "tables" / "table5.tex").read_text()
+    assert r"\toprule" in tex and "Box & " in tex and r"\label{tab:table5-paper}" in tex
+    csv = (out / "tables" / "table5.csv").read_text()
+    assert "atss_r50_pgd_box" in csv
+    for ext in ("png", "pdf"):
+        assert (out / "figures" / f"fig1.{ext}").stat().st_size > 1000

@@ -80,10 +80,11 @@ def read_metrics(path: Path, metrics: tuple[str, ...]) -> dict[str, float]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise TableError(f"{path}: not valid JSON ({e})") from None
-    missing = [m for m in metrics if not isinstance(data.get(m), (int, float))]
+    # null is a defined "no value" (e.g. APl on a val set without large objects): shown as --
+    missing = [m for m in metrics if m not in data or not (data[m] is None or isinstance(data[m], (int, float)))]
     if missing:
         raise TableError(f"{path}: missing or non-numeric metric(s) {missing}")
-    return {m: float(data[m]) for m in metrics}
+    return {m: float("nan") if data[m] is None else float(data[m]) for m in metrics}
 
 
 def collect_metrics(matrix: Matrix, table: str, profile: str, seeds: list[int], results: str | Path,
