@@ -140,3 +140,26 @@ def test_vlr_region_and_weight_by_hand():
     # a main-region positive is not counted again in VLR
     pos = torch.tensor([[False, True, False]])
     assert loss.vlr_loss(ctx, s, t, pos, anchors, [3]) == 0
+
+
+def test_cls_kd_and_imitation_normalisation_by_hand():
+    loss = LDLoss(cls_kd_weight=5.0, cls_kd_temp=1.0, imitation_weight=2.0, imitation_psi=0.5)
+    # two levels with 2 and 1 locations; positives: both of level 0, none of level 1
+    s = torch.zeros(1, 3, 2)
+    t = torch.zeros(1, 3, 2)
+    t[0, 0, 1] = t[0, 1, 1] = t[0, 2, 1] = math.log(3.0)
+    pos = torch.tensor([[True, True, False]])
+    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    # level 0: (kl/2 + kl/2) / 2 positives; level 1: no positive -> 0 (its KL is ignored)
+    torch.testing.assert_close(loss.cls_kd_loss(s, t, pos, [2, 1]), torch.tensor(5.0 * kl / 2))
+    # imitation: anchors of 1x2 (side 4) and 1x1 (side 8) maps; the GT equals anchor 0 -> IoU 1, threshold 0.5;
+    # anchor 2 = [0,0,8,4] has IoU 0.5, not > 0.5, so level 1 has no masked location
+    anchors = torch.tensor([[0.0, 0.0, 4.0, 4.0], [4.0, 0.0, 8.0, 4.0], [0.0, 0.0, 8.0, 4.0]])
+    fs = [torch.zeros(1, 2, 1, 2), torch.zeros(1, 2, 1, 1)]
+    ft = [torch.zeros(1, 2, 1, 2), torch.ones(1, 2, 1, 1)]
+    ft[0][0, :, 0, 0] = torch.tensor([1.0, 3.0])          # masked location: squared error 1 + 9 over C = 2
+    ft[0][0, :, 0, 1] = 5.0                               # unmasked
+    ctx = KDContext(student=FeatureSet(fs, [], [], ()), teacher=FeatureSet(ft, [], [], ()), teacher_pred=None,
+                    gt_boxes=torch.tensor([[[0.0, 0.0, 4.0, 4.0]]]), gt_labels=torch.zeros(1, 1, dtype=torch.long),
+                    gt_valid=torch.ones(1, 1, dtype=torch.bool), batch_input_shape=(4, 8), img_shapes=[(4, 8)])
+    torch.testing.assert_close(loss.imitation_loss(ctx, anchors, [2, 1]), torch.tensor(2.0 * 10 / 2))

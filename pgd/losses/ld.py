@@ -142,13 +142,17 @@ class LDLoss(BaseKDLoss):
             losses['loss_ld_vlr'] = self.vlr_loss(ctx, s_dist, t_dist, pos, anchors, level_counts)
         if self.cls_kd_weight > 0:
             t_logits = flatten_levels([m.float() for m in t_cls])
-            kl = kd_kl(s_logits, t_logits, self.cls_kd_temp) * pos                              # (N, A)
-            per_level = [k.sum() / p.sum().clamp_min(1) for k, p in
-                         zip(torch.split(kl, level_counts, 1), torch.split(pos, level_counts, 1))]
-            losses['loss_ld_kd'] = self.cls_kd_weight * sum(per_level)
+            losses['loss_ld_kd'] = self.cls_kd_loss(s_logits, t_logits, pos, level_counts)
         if self.imitation_weight > 0:
             losses['loss_ld_im'] = self.imitation_loss(ctx, anchors, level_counts)
         return self.check_keys(losses, name)
+
+    def cls_kd_loss(self, s_logits: Tensor, t_logits: Tensor, pos: Tensor, level_counts: list[int]) -> Tensor:
+        """KL_T of the (N, A, C) class logits on the positives, averaged per level over its positives, summed."""
+        kl = kd_kl(s_logits, t_logits, self.cls_kd_temp) * pos                                  # (N, A)
+        per_level = [k.sum() / p.sum().clamp_min(1) for k, p in
+                     zip(torch.split(kl, level_counts, 1), torch.split(pos, level_counts, 1))]
+        return self.cls_kd_weight * sum(per_level)
 
     def vlr_loss(self, ctx: KDContext, s_dist: Tensor, t_dist: Tensor, pos: Tensor, anchors: Tensor,
                  level_counts: list[int]) -> Tensor:
