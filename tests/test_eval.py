@@ -31,6 +31,14 @@ def test_crowdhuman_mapping():
     assert rec == {"dataset": "crowdhuman", "MR": 46.53, "AP": 87.12, "JI": 79.21}
 
 
+def test_crowdhuman_without_detections_misses_everything():
+    # CrowdHumanMetric averages log miss rates over an empty FPPI curve when nothing is detected: NaN
+    raw = {"crowd_human/mAP": 0.0, "crowd_human/mMR": float("nan"), "crowd_human/JI": 0.0}
+    assert M.to_metrics_json(raw, "crowdhuman") == {"dataset": "crowdhuman", "MR": 100.0, "AP": 0.0, "JI": 0.0}
+    with pytest.raises(M.MetricsError, match="mMR"):  # NaN with detections that matched is not explained
+        M.to_metrics_json({**raw, "crowd_human/mAP": 0.2}, "crowdhuman")
+
+
 def test_mapping_accepts_unprefixed_keys_and_ignores_extras():
     raw = {k.split("/")[1]: v for k, v in COCO_RAW.items()} | {"bbox_mAP_copypaste": "x", "AR@100": 0.7}
     assert M.to_metrics_json(raw, "coco")["AP75"] == 60.4

@@ -4,7 +4,8 @@ mmdet's ``CocoMetric`` reports fractions rounded to 3 decimals under keys such a
 ``CrowdHumanMetric`` reports fractions under ``crowd_human/mAP``, ``crowd_human/mMR``, ``crowd_human/JI``.
 ``metrics.json`` (docs/ARCHITECTURE.md) holds the paper's names in percent, so tables read one format.
 pycocotools reports -1 for a size range without any ground truth; that is "undefined", not a score, and is
-written as JSON ``null``.
+written as JSON ``null``. A model without a single detection (early in a short mini run) gets AP 0 and MR 100:
+mmdet returns no COCO numbers (:func:`empty_coco_record`) and a NaN MR (:func:`_no_detection_miss_rate`) then.
 """
 from __future__ import annotations
 
@@ -58,11 +59,28 @@ def _percent(value: Any, key: str) -> float | None:
     return round(value * 100.0, 2)
 
 
+def _no_detection_miss_rate(bare: dict[str, Any]) -> dict[str, Any]:
+    """CrowdHumanMetric's MR is NaN when there is no detection at all (it averages over an empty FPPI curve).
+
+    A detector that finds nothing misses every person at every false-positive rate: MR = 1 (100 %). Only that
+    case is mapped (AP 0 says no detection matched); any other NaN stays an error.
+    """
+    mr, ap = bare.get("mMR"), bare.get("mAP")
+    try:
+        if mr is not None and math.isnan(float(mr)) and ap is not None and float(ap) == 0.0:
+            return {**bare, "mMR": 1.0}
+    except (TypeError, ValueError):
+        pass
+    return bare
+
+
 def to_metrics_json(metrics: Mapping[str, Any], dataset: str) -> dict[str, Any]:
     """Map an evaluator's result dict (``runner.test()``'s return) to the metrics.json record."""
     if dataset not in DATASET_KEYS:
         raise MetricsError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASET_KEYS)}")
     bare = _strip_prefix(metrics)
+    if dataset == "crowdhuman":
+        bare = _no_detection_miss_rate(bare)
     record: dict[str, Any] = {"dataset": dataset}
     for out_key, in_key in DATASET_KEYS[dataset].items():
         if in_key not in bare:
