@@ -116,7 +116,8 @@ def _teacher_spec(args, teacher_run: str | None) -> dict[str, str] | None:
 
     # teachers are trained at seed 0 only; every seed of a student learns from that run
     tdir = Path(args.teacher_dir) if args.teacher_dir else run_dir(args.profile, teacher_run, 0, args.results)
-    spec = {"config": str(tdir / CONFIG_FILE), "checkpoint": str(tdir / MODEL_FILE)}
+    # absolute, so the run's config.py still finds its teacher when read from another working directory
+    spec = {"config": str((tdir / CONFIG_FILE).resolve()), "checkpoint": str((tdir / MODEL_FILE).resolve())}
     for path in spec.values():
         if not Path(path).is_file():
             raise TrainError(f"teacher file missing: {path} (train the teacher run first)")
@@ -147,11 +148,18 @@ def compose(args) -> tuple[Any, dict[str, Any]]:
     if args.run:
         from pgd.matrix import run_name
 
+        clash = [f"--{n.replace('_', '-')}" for n in ("detector", "backbone", "role", "method", "teacher_run")
+                 if getattr(args, n) is not None]
+        if clash:
+            raise TrainError(f"--run {args.run} takes its fields from the matrix; drop {' '.join(clash)}")
+
         row = _matrix_row(args)
         fields = {k: getattr(row, k) for k in ("detector", "backbone", "role", "dataset", "method", "teacher")}
         fields["method_overrides"] = dict(row.method_overrides or {}) or None
         run_id = args.run_id or run_name(row.id, args.seed)
         tables = list(row.tables)
+        if args.dataset and args.dataset != row.dataset:
+            raise TrainError(f"--dataset {args.dataset} contradicts run {row.id}'s dataset {row.dataset}")
     else:
         missing = [f"--{n}" for n in ("detector", "backbone", "role") if getattr(args, n) is None]
         if missing:

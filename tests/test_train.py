@@ -56,6 +56,37 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
+def test_matrix_rows_compose_with_seeded_names_and_teacher_paths(tmp_path, capsys):
+    parse = train.build_parser().parse_args
+    args = parse(["--run", "atss_r101_teacher", "--seed", "2", "--results", str(tmp_path)])
+    cfg, info = train.compose(args)
+    # seed 0 keeps the bare id; other seeds get _s<seed> (pgd.matrix.run_name), in the dir and the MLflow name
+    assert info["run_id"] == "atss_r101_teacher_s2" and info["tables"] == "t1,t2,t5"
+    assert (info["detector"], info["backbone"], info["role"], info["method"]) == ("atss", "r101", "teacher", "none")
+    assert Path(args.work_dir) == tmp_path / "mini" / "runs" / "atss_r101_teacher_s2"
+    assert cfg.model.backbone.depth == 101
+
+    # a distilled row needs its teacher's finished run (seed 0) in the same results tree
+    assert train.main(["--run", "atss_r50_pgd", "--seed", "1", "--results", str(tmp_path)]) == 2
+    assert "teacher file missing" in capsys.readouterr().err
+    teacher = tmp_path / "mini" / "runs" / "atss_r101_teacher"
+    teacher.mkdir(parents=True)
+    (teacher / "config.py").touch()
+    (teacher / "model.pth").touch()
+    cfg, info = train.compose(parse(["--run", "atss_r50_pgd", "--seed", "1", "--results", str(tmp_path)]))
+    assert cfg.model.type == "DistillDetector" and info["run_id"] == "atss_r50_pgd_s1"
+    assert cfg.model.teacher == {"config": str(teacher.resolve() / "config.py"),
+                                 "checkpoint": str(teacher.resolve() / "model.pth")}
+    assert cfg.model.student.backbone.depth == 50
+
+    assert train.main(["--run", "atss_r50_pgd", "--backbone", "r18"]) == 2
+    assert "drop --backbone" in capsys.readouterr().err
+    assert train.main(["--run", "atss_r50_pgd", "--dataset", "crowdhuman"]) == 2
+    assert "contradicts" in capsys.readouterr().err
+    assert train.main(["--run", "no_such_run"]) == 2
+    assert "no_such_run" in capsys.readouterr().err
+
+
 def test_runtime_cpu_distributed_uses_gloo_and_cpu_wrapper(tmp_path):
     from mmengine.config import Config
 
