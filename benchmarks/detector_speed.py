@@ -1,6 +1,7 @@
 """Seconds per train iteration and peak memory of every detector x backbone at a profile's scale (CPU).
 
-Each configuration runs in its own subprocess so that its peak RSS (resource.getrusage ru_maxrss; tracemalloc
+Wall seconds and CPU seconds per iteration are both reported: with one torch thread, CPU seconds approximate the
+wall time on an idle machine when the machine is shared. Each configuration runs in its own subprocess so that its peak RSS (resource.getrusage ru_maxrss; tracemalloc
 does not see torch's allocator) is its own. A step = data preprocessing + forward + losses + backward + SGD
 update on a random batch at the profile's training size (mini: 128x128 after its 213x128 keep-ratio resize).
 Teachers (role=teacher) train at the top of their multi-scale range, the worst case.
@@ -19,6 +20,12 @@ import time
 
 DETECTORS = ('fcos', 'autoassign', 'atss', 'gfl', 'ddod')
 BACKBONES = ('r101', 'r50', 'mbv2')
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process: on a shared machine it tracks the idle wall time of a 1-thread run."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(detector: str, backbone: str, profile: str, role: str, size: int | None, batch: int | None,
@@ -71,13 +78,14 @@ def measure(detector: str, backbone: str, profile: str, role: str, size: int | N
 
     for _ in range(warmup):
         step()
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu_seconds()
     for _ in range(iters):
         step()
     sec = (time.perf_counter() - start) / iters
+    cpu = (_cpu_seconds() - cpu0) / iters
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return dict(detector=detector, backbone=backbone, role=role, size=size, batch=batch,
-                sec_per_iter=round(sec, 3), peak_rss_mb=round(peak_mb))
+                sec_per_iter=round(sec, 3), cpu_sec_per_iter=round(cpu, 3), peak_rss_mb=round(peak_mb))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(f"{det:<11}{bb:<6}{row['size']:>5}px x{row['batch']:<3}{row['sec_per_iter']:>8.3f} s/iter"
-                  f"{row['peak_rss_mb']:>8d} MB", flush=True)
+                  f"{row['cpu_sec_per_iter']:>8.3f} cpu-s/iter{row['peak_rss_mb']:>8d} MB", flush=True)
     return 0
 
 
