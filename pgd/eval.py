@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pgd.evaluation.metrics import empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
+from pgd.evaluation.metrics import MetricsError, empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
 from pgd.train import (CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, parse_overrides, plain_model_config,
                        profile_results_dir, set_threads)
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record, cfg = evaluate(run_dir, Path(args.checkpoint) if args.checkpoint else None, out,
                                parse_overrides(args.overrides))
-    except EvalError as err:
+    except (EvalError, MetricsError) as err:
         print(f"pgd eval: error: {err}", file=sys.stderr)
         return 2
     if not args.no_mlflow:

@@ -378,11 +378,19 @@ def train(args) -> Path:
     return model_path
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe bad input (command line, matrix, config tree): a message, not a traceback."""
+    from pgd.config import ConfigCompositionError
+    from pgd.matrix import MatrixError
+
+    return TrainError, ConfigCompositionError, MatrixError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         path = train(args)
-    except TrainError as err:
+    except _user_errors() as err:
         print(f"pgd train: error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:

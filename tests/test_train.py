@@ -54,6 +54,9 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "--method pgd needs --teacher-run" in capsys.readouterr().err
     assert train.main(["--config", str(tmp_path / "none.py"), "--work-dir", str(tmp_path / "r")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    assert train.main(["--detector", "yolo", "--backbone", "r50", "--role", "student",
+                       "--work-dir", str(tmp_path / "r"), "--no-mlflow"]) == 2
+    assert "unknown detector 'yolo'" in capsys.readouterr().err
 
 
 def test_matrix_rows_compose_with_seeded_names_and_teacher_paths(tmp_path, capsys):
