@@ -84,3 +84,58 @@ PGD = f"{PYTHON} -m pgd.cli"
 ENV = (f"PGD_COCO_ROOT={shlex.quote(os.path.abspath(COCO_ROOT))} "
        f"PGD_CROWDHUMAN_ROOT={shlex.quote(os.path.abspath(CROWD_ROOT))} "
        f"PGD_RESULTS={shlex.quote(RESULTS)} PGD_MATRIX={shlex.quote(MATRIX_FILE)}")
+
+
+# ------------------------------------------------------------------ training
+
+
+def train_command():
+    if config["launcher"] == "pytorch":
+        # paper scale: one process per GPU of the job; mmengine initialises the process group from torchrun's env
+        launch = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node={{resources.gpu}} "
+                  "-m pgd.cli train --launcher pytorch")
+    else:
+        launch = f"{PGD} train"
+    return (
+        f"{ENV} PGD_THREADS={{threads}} {launch} --run {{params.run_id}} --profile {PROFILE} "
+        f"--matrix {{params.matrix}} --seed {{params.seed}} --work-dir {{params.work_dir}} {{params.teacher}} "
+        f"--threads {{threads}} --resume {{params.data_root}} {config['train_args']} > {{log}} 2>&1"
+    )
+
+
+def train_params(name):
+    inst = INSTANCES[name]
+    teacher = MATRIX.teacher_of(inst)
+    return dict(
+        run_id=inst.run.id,
+        seed=inst.seed,
+        work_dir=run_path(name),
+        teacher=f"--teacher-dir {run_path(teacher.name)}" if teacher else "",
+        data_root=data_root_arg(inst.run.dataset),
+    )
+
+
+def train_inputs(wildcards):
+    inst = INSTANCES[wildcards.run]
+    teacher = MATRIX.teacher_of(inst)
+    return data_files(inst.run.dataset) + ([run_path(teacher.name, "model.pth")] if teacher else [])
+
+
+# ------------------------------------------------------------------ tables and figures
+def table_metrics(table_id):
+    names = sorted({inst.name for _, inst in MATRIX.cell_instances(table_id, SEEDS)})
+    return [run_path(n, "metrics.json") for n in names]
+
+
+def table_target(stem):
+    return [f"{TABLE_DIR}/{stem}.tex", f"{TABLE_DIR}/{stem}.csv"]
+
+
+def figure_inputs(fig):
+    fig = int(fig)
+    runs = [r.id for r in figure_runs(MATRIX, fig)]     # seed-0 instances (run name = id)
+    if fig == 2:
+        return [f"{OUT}/heatmaps/{r}.npz" for r in runs]
+    if fig == 3:
+        return [run_path(r, "pilot.csv") for r in runs]
+    return [run_path(r, "model.pth") for r in runs] + [COCO_FILES["val"]]

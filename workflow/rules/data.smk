@@ -8,7 +8,7 @@ if config["data"]["generate"]:
             train=COCO_FILES["train"],
             val=COCO_FILES["val"],
         params:
-            out=COCO_ROOT,
+            out=lambda w, output: os.path.dirname(os.path.dirname(output.train)),
             args=config["data"]["coco_args"],
         threads: res("data", "threads")
         resources: **resources_of("data")
@@ -21,7 +21,7 @@ if config["data"]["generate"]:
             train=CROWD_FILES["train"],
             val=CROWD_FILES["val"],
         params:
-            out=CROWD_ROOT,
+            out=lambda w, output: os.path.dirname(output.train),
             args=config["data"]["crowdhuman_args"],
         threads: res("data", "threads")
         resources: **resources_of("data")

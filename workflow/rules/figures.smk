@@ -1,16 +1,6 @@
 # Figures 1, 2, 3, 5 (PNG + PDF): regions on sample images, teacher quality heatmaps, the pilot curves, detections.
 
 
-def figure_inputs(fig):
-    fig = int(fig)
-    runs = [r.id for r in figure_runs(MATRIX, fig)]     # seed-0 instances (run name = id)
-    if fig == 2:
-        return [f"{OUT}/heatmaps/{r}.npz" for r in runs]
-    if fig == 3:
-        return [run_path(r, "pilot.csv") for r in runs]
-    return [run_path(r, "model.pth") for r in runs] + [COCO_FILES["val"]]
-
-
 FIGURE_FILES = [f"{FIG_DIR}/fig{n}.{ext}" for n in FIGURES for ext in ("png", "pdf")]
 
 

@@ -15,4 +15,4 @@ rule train_student:
     threads: res("train_student", "threads")
     resources: **resources_of("train_student")
     log: f"{LOGS}/train/{{run}}.log"
-    shell: train_command("student")
+    shell: train_command()

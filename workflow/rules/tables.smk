@@ -3,11 +3,6 @@
 PAPER_NUMBERS = os.path.join(workflow.basedir, "pgd/report/paper_numbers.csv")
 
 
-def table_metrics(table_id):
-    names = sorted({inst.name for _, inst in MATRIX.cell_instances(table_id, SEEDS)})
-    return [run_path(n, "metrics.json") for n in names]
-
-
 TABLE_FILES = [f"{TABLE_DIR}/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("tex", "csv")]
 
 
@@ -30,36 +25,32 @@ rule table:
         f"--matrix {MATRIX_FILE} --seeds {{params.seeds}} --out-dir {TABLE_DIR} > {{log}} 2>&1"
 
 
-def _table_target(stem):
-    return [f"{TABLE_DIR}/{stem}.tex", f"{TABLE_DIR}/{stem}.csv"]
-
-
 rule tables:
     input: TABLE_FILES
 
 rule table1:
-    input: _table_target("table1")
+    input: table_target("table1")
 
 rule table2:
-    input: _table_target("table2")
+    input: table_target("table2")
 
 rule table3:
-    input: _table_target("table3")
+    input: table_target("table3")
 
 rule table4:
-    input: _table_target("table4")
+    input: table_target("table4")
 
 rule table5:
-    input: _table_target("table5")
+    input: table_target("table5")
 
 rule table6_k:
-    input: _table_target("table6_k")
+    input: table_target("table6_k")
 
 rule table6_alpha:
-    input: _table_target("table6_alpha")
+    input: table_target("table6_alpha")
 
 rule table6:
-    input: _table_target("table6_k") + _table_target("table6_alpha")
+    input: table_target("table6_k") + table_target("table6_alpha")
 
 rule table7:
-    input: _table_target("table7")
+    input: table_target("table7")
