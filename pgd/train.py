@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import os
 import sys
 import time
@@ -243,9 +244,13 @@ def profile_results_dir(work_dir: Path, results: str, profile: str) -> Path:
 def plain_model_config(cfg) -> dict[str, Any]:
     """The plain detector's model config: the student's for a distiller, else ``cfg.model``."""
     model = cfg["model"]
-    if "student" in model:
-        return model["student"]
-    return model
+    if "student" not in model:
+        return model
+    student = copy.deepcopy(model["student"])
+    # normalisation and padding must match training; a preprocessor set on the distiller applies to the student
+    if not student.get("data_preprocessor") and model.get("data_preprocessor"):
+        student["data_preprocessor"] = copy.deepcopy(model["data_preprocessor"])
+    return student
 
 
 def _unwrap(model):

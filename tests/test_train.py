@@ -143,6 +143,12 @@ def test_model_pth_of_distiller_is_student_only_and_loads_strict(tmp_path):
     for key, value in model.student.state_dict().items():
         assert torch.equal(plain.state_dict()[key], value), key
     assert train.plain_model_config(cfg)["type"] == "ATSS"
+    # a preprocessor given on the distiller (not on the student) is the student's at test time
+    pre = dict(type="DetDataPreprocessor", mean=[1.0, 2.0, 3.0], std=[4.0, 5.0, 6.0], pad_size_divisor=64)
+    bare_student = {k: v for k, v in student_cfg.items() if k != "data_preprocessor"}
+    wrapped = Config(dict(model=dict(type="DistillDetector", student=bare_student, data_preprocessor=pre)))
+    assert train.plain_model_config(wrapped)["data_preprocessor"]["pad_size_divisor"] == 64
+    assert train.plain_model_config(cfg)["data_preprocessor"]["pad_size_divisor"] == 32  # the student's own wins
 
 
 def test_model_pth_write_interrupted_leaves_no_partial_file(tmp_path, monkeypatch):
