@@ -147,6 +147,20 @@ def test_coco_pixels_inside_boxes_differ_from_background(coco):
         assert np.abs(patch - bg).sum(1).max() > 60
 
 
+def test_styles(tmp_path):
+    """'hard' has more tiny objects and more objects per image than the default 'easy'; both keep the format."""
+    easy = generate_coco(tmp_path / "e", seed=0, num_train=1, num_val=40)
+    hard = generate_coco(tmp_path / "h", seed=0, num_train=1, num_val=40, style="hard")
+    info = json.loads(hard.annotations["val"].read_text())["info"]
+    assert info["generator"]["style"] == "hard"
+    e, h = easy.stats["val"], hard.stats["val"]
+    assert h["buckets"]["small"] / h["annotations"] > e["buckets"]["small"] / e["annotations"]
+    assert h["annotations"] > e["annotations"]
+    validate_coco(hard.annotations["val"], hard.images["val"])
+    with pytest.raises(ValueError, match="unknown style 'medium'"):
+        generate_coco(tmp_path / "x", style="medium")
+
+
 def test_generator_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="image_size"):
         generate_coco(tmp_path, image_size=32)

@@ -1,6 +1,6 @@
 """`pgd data`: generate the synthetic datasets or validate annotation files.
 
-    pgd data coco --out DIR [--seed 0 --num-train 400 --num-val 100 --image-size 128]
+    pgd data coco --out DIR [--seed 0 --num-train 400 --num-val 100 --image-size 128 --style easy|hard]
     pgd data crowdhuman --out DIR [--seed 0 --num-train 300 --num-val 80 --image-size 160]
     pgd data validate --coco JSON --img-dir D  |  --odgt FILE --img-dir D
 
@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from .synth_coco import GeneratedDataset, generate_coco
+from .synth_coco import STYLES, GeneratedDataset, generate_coco
 from .synth_crowdhuman import generate_crowdhuman
 from .validate import AnnotationError, validate_coco, validate_odgt
 
@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--num-train", type=int, default=defaults[0])
         g.add_argument("--num-val", type=int, default=defaults[1])
         g.add_argument("--image-size", type=int, default=defaults[2])
+        if name == "coco":
+            g.add_argument("--style", choices=sorted(STYLES), default="easy",
+                           help="difficulty preset (default easy: sized for the mini profile)")
     v = sub.add_parser("validate", help="validate an annotation file (exit 2 on failure)")
     kind = v.add_mutually_exclusive_group(required=True)
     kind.add_argument("--coco", help="COCO json annotation file")
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.action == "coco":
-            _report(generate_coco(args.out, args.seed, args.num_train, args.num_val, args.image_size))
+            _report(generate_coco(args.out, args.seed, args.num_train, args.num_val, args.image_size, args.style))
         elif args.action == "crowdhuman":
             _report(generate_crowdhuman(args.out, args.seed, args.num_train, args.num_val, args.image_size))
         elif args.coco:

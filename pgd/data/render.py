@@ -76,7 +76,9 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -
     return np.asarray(up, dtype=np.float32) / 127.5 - 1.0
 
 
-def background(rng: np.random.Generator, shape: tuple[int, int], value: tuple[float, float]) -> np.ndarray:
+def background(rng: np.random.Generator, shape: tuple[int, int], value: tuple[float, float],
+               blotch: tuple[float, float] = (5.0, 25.0), pattern_prob: float = 0.5,
+               pattern_blend: float = 0.2) -> np.ndarray:
     """Textured, low-saturation background: base colour + linear gradient + blotches + optional faint pattern."""
     h, w = shape
     base = random_colour(rng, value=value, sat=(0.0, 0.35))
@@ -84,10 +86,11 @@ def background(rng: np.random.Generator, shape: tuple[int, int], value: tuple[fl
     theta = rng.uniform(0, 2 * np.pi)
     ramp = (xs * np.cos(theta) + ys * np.sin(theta)) / max(h, w)
     img = base + (ramp * rng.uniform(-40, 40))[..., None]
-    img = img + (smooth_noise(rng, shape, int(rng.integers(3, 9))) * rng.uniform(5, 25))[..., None]
-    if rng.random() < 0.5:  # faint large-scale pattern: texture alone must not signal an object
+    img = img + (smooth_noise(rng, shape, int(rng.integers(3, 9))) * rng.uniform(*blotch))[..., None]
+    if rng.random() < pattern_prob:  # faint large-scale pattern: texture alone must not signal an object
         other = base + rng.uniform(-30, 30, size=3).astype(np.float32)
-        img = 0.7 * img + 0.3 * texture(rng, shape, base, other, kinds=("stripes", "checker", "noise"))
+        pattern = texture(rng, shape, base, other, kinds=("stripes", "checker", "noise"))
+        img = (1 - pattern_blend) * img + pattern_blend * pattern
     return img.astype(np.float32)
 
 

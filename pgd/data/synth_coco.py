@@ -14,7 +14,8 @@ Conventions (also in the report and ARCHITECTURE.md):
 * Sizes are drawn per bucket (small < 32^2 <= medium < 96^2 <= large, COCO's absolute thresholds) so that all three
   buckets are populated at the default 128 px image size; large objects need image_size >= 112.
 * Every 20th image (index % 20 == 19) has no objects, only background clutter (5 %).
-* Occlusion: an object is only placed if every object under it keeps >= 40 % of its pixels visible.
+* Occlusion: an object is only placed if every object under it keeps >= ``style.min_visible`` of its pixels.
+* ``style`` ('easy', the default, or 'hard', see :data:`STYLES`) sets texture, clutter, contrast and size mix.
 * Each image has its own random stream ``default_rng([seed, 0, split, index])``: images do not depend on how
   many others are generated, and the same seed gives byte-identical files.
 """
@@ -33,12 +34,44 @@ CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cro
 CATEGORIES: list[dict] = [dict(id=i + 1, name=n, supercategory="shape") for i, n in enumerate(CLASSES)]
 SPLITS = ("train", "val")
 EMPTY_EVERY = 20
-MIN_VISIBLE = 0.4
-MAX_OBJECTS = 6
-# (probability, min side, max side) of the target box side sqrt(w * h), kept clear of the 32 / 96 thresholds so
-# rasterisation (+-1 px) cannot move an object across a bucket boundary.
-BUCKETS = {"small": (0.45, 8.0, 29.0), "medium": (0.40, 35.0, 92.0), "large": (0.15, 100.0, 115.0)}
 FILE_PATTERN = r"\d{6}\.png"
+
+
+@dataclass(frozen=True)
+class CocoStyle:
+    """How hard the images are. ``buckets``: name -> (probability, min side, max side) of the target box side
+    sqrt(w * h), kept clear of the 32 / 96 thresholds so rasterisation (+-1 px) cannot move an object across a
+    COCO scale-bucket boundary."""
+    buckets: tuple[tuple[str, float, float, float], ...]
+    max_objects: int
+    min_visible: float        # an object is only placed if everything under it keeps this fraction visible
+    contrast_prob: float      # object brightness on the far side of the background's
+    texture_prob: float       # striped / checkered / speckled fill instead of a solid one
+    shaded_texture: float     # probability that the second texture colour is a shade of the first
+    clutter: tuple[int, int]  # distractors drawn under the objects: integers(lo, hi)
+    clutter_over_prob: float  # probability of one distractor drawn over the objects
+    blotch: tuple[float, float]
+    pattern_prob: float
+    pattern_blend: float
+    sensor_noise: float
+
+
+STYLES: dict[str, CocoStyle] = {
+    # Default, sized for the mini profile: detectors trained from scratch for a few hundred CPU iterations must
+    # reach useful AP, so shapes keep clean silhouettes (textures are shades of one colour), objects contrast
+    # with the background, and tiny objects are rarer.
+    "easy": CocoStyle(buckets=(("small", 0.25, 12.0, 29.0), ("medium", 0.45, 35.0, 92.0),
+                               ("large", 0.30, 100.0, 115.0)),
+                      max_objects=4, min_visible=0.6, contrast_prob=1.0, texture_prob=0.5, shaded_texture=1.0,
+                      clutter=(0, 4), clutter_over_prob=0.2, blotch=(5.0, 15.0), pattern_prob=0.3,
+                      pattern_blend=0.15, sensor_noise=2.0),
+    # Harder variant: two-colour textures that break silhouettes, more tiny objects, more clutter and occlusion.
+    "hard": CocoStyle(buckets=(("small", 0.35, 10.0, 29.0), ("medium", 0.40, 35.0, 92.0),
+                               ("large", 0.25, 100.0, 115.0)),
+                      max_objects=5, min_visible=0.5, contrast_prob=0.95, texture_prob=0.75, shaded_texture=0.5,
+                      clutter=(1, 6), clutter_over_prob=0.3, blotch=(5.0, 25.0), pattern_prob=0.5,
+                      pattern_blend=0.2, sensor_noise=2.0),
+}
 
 
 @dataclass
@@ -77,15 +110,10 @@ def _unit_shape(name: str) -> tuple[np.ndarray, np.ndarray | None]:
     raise ValueError(f"unknown shape {name!r}")
 
 
-def _bucket_table(image_size: int) -> list[tuple[str, float, float, float]]:
+def _bucket_table(style: CocoStyle, image_size: int) -> list[tuple[str, float, float, float]]:
     """Buckets reachable at this image size, with their target side range clipped to fit the image."""
     limit = 0.9 * image_size
-    table = []
-    for name, (p, lo, hi) in BUCKETS.items():
-        hi = min(hi, limit)
-        if hi > lo:
-            table.append((name, p, lo, hi))
-    return table
+    return [(name, p, lo, min(hi, limit)) for name, p, lo, hi in style.buckets if min(hi, limit) > lo]
 
 
 def _place(rng: np.random.Generator, name: str, side: float, size: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -109,29 +137,31 @@ def _place(rng: np.random.Generator, name: str, side: float, size: int) -> tuple
     return outline, hole
 
 
-def _object_colours(rng: np.random.Generator, dark_background: bool) -> tuple[np.ndarray, np.ndarray]:
+def _object_fill(rng: np.random.Generator, style: CocoStyle, dark_background: bool, shape) -> np.ndarray:
     # Mostly contrasting with the background, sometimes not: shape, not brightness, must identify an object.
-    if rng.random() < 0.85:
-        value = (0.55, 1.0) if dark_background else (0.12, 0.5)
-    else:
-        value = (0.12, 1.0)
+    value = ((0.55, 1.0) if dark_background else (0.12, 0.5)) if rng.random() < style.contrast_prob else (0.12, 1.0)
     c1 = render.random_colour(rng, value=value, sat=(0.35, 1.0))
-    c2 = c1 * rng.uniform(0.45, 0.8) if rng.random() < 0.5 else render.random_colour(rng, value=value, sat=(0.2, 1))
-    return c1, c2
+    if rng.random() >= style.texture_prob:
+        return c1
+    c2 = (c1 * rng.uniform(0.6, 0.85) if rng.random() < style.shaded_texture
+          else render.random_colour(rng, value=value, sat=(0.2, 1.0)))
+    return render.texture(rng, shape, c1, c2, kinds=("stripes", "checker", "noise"))
 
 
-def render_image(rng: np.random.Generator, size: int, empty: bool) -> tuple[np.ndarray, list[dict]]:
+def render_image(rng: np.random.Generator, size: int, empty: bool,
+                 style: CocoStyle = STYLES["easy"]) -> tuple[np.ndarray, list[dict]]:
     """One image and its objects as dicts (category_id, bbox [x, y, w, h], visible fraction)."""
     shape = (size, size)
     dark = rng.random() < 0.5
-    img = render.background(rng, shape, value=(0.08, 0.4) if dark else (0.6, 0.92))
-    render.clutter(rng, img, int(rng.integers(2, 9)))
+    img = render.background(rng, shape, value=(0.08, 0.4) if dark else (0.6, 0.92), blotch=style.blotch,
+                            pattern_prob=style.pattern_prob, pattern_blend=style.pattern_blend)
+    render.clutter(rng, img, int(rng.integers(*style.clutter)))
 
     objects: list[dict] = []
     if not empty:
-        table = _bucket_table(size)
+        table = _bucket_table(style, size)
         probs = np.array([t[1] for t in table])
-        n = int(rng.integers(1, MAX_OBJECTS + 1))
+        n = int(rng.integers(1, style.max_objects + 1))
         picks = rng.choice(len(table), size=n, p=probs / probs.sum())
         sides = np.array([np.exp(rng.uniform(np.log(table[k][2]), np.log(table[k][3]))) for k in picks])
         owner = np.full(shape, -1, dtype=np.int32)
@@ -148,10 +178,9 @@ def render_image(rng: np.random.Generator, size: int, empty: bool) -> tuple[np.n
                     continue
                 k = len(full_area)
                 visible = np.bincount(owner[~mask & (owner >= 0)], minlength=k)[:k]
-                if k and (visible / np.asarray(full_area) < MIN_VISIBLE).any():
+                if k and (visible / np.asarray(full_area) < style.min_visible).any():
                     continue
-                c1, c2 = _object_colours(rng, dark)
-                render.paint(img, mask, render.texture(rng, shape, c1, c2))
+                render.paint(img, mask, _object_fill(rng, style, dark, shape))
                 owner[mask] = k
                 full_area.append(int(mask.sum()))
                 objects.append(dict(category_id=cat + 1, bbox=render.tight_box(mask)))
@@ -159,16 +188,17 @@ def render_image(rng: np.random.Generator, size: int, empty: bool) -> tuple[np.n
         counts = np.bincount(owner[owner >= 0], minlength=len(full_area))
         for obj, vis, full in zip(objects, counts, full_area):
             obj["visible"] = float(vis) / full
-    if rng.random() < 0.5:  # a few distractors over the objects too
-        render.clutter(rng, img, int(rng.integers(1, 3)))
-    return render.finish(img, rng, sensor_noise=3.0), objects
+    if rng.random() < style.clutter_over_prob:  # a distractor over the objects too
+        render.clutter(rng, img, 1)
+    return render.finish(img, rng, sensor_noise=style.sensor_noise), objects
 
 
 def _bucket_of(area: float) -> str:
     return "small" if area < 32**2 else ("medium" if area < 96**2 else "large")
 
 
-def generate_split(out: Path, split: str, num_images: int, seed: int, image_size: int) -> tuple[Path, dict]:
+def generate_split(out: Path, split: str, num_images: int, seed: int, image_size: int,
+                   style: str = "easy") -> tuple[Path, dict]:
     img_dir = out / "images" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     split_code = SPLITS.index(split)
@@ -178,7 +208,8 @@ def generate_split(out: Path, split: str, num_images: int, seed: int, image_size
     names = set()
     for index in range(num_images):
         rng = np.random.default_rng([seed, 0, split_code, index])
-        pixels, objects = render_image(rng, image_size, empty=index % EMPTY_EVERY == EMPTY_EVERY - 1)
+        pixels, objects = render_image(rng, image_size, empty=index % EMPTY_EVERY == EMPTY_EVERY - 1,
+                                       style=STYLES[style])
         image_id = index + 1
         file_name = f"{image_id:06d}.png"
         names.add(file_name)
@@ -198,7 +229,7 @@ def generate_split(out: Path, split: str, num_images: int, seed: int, image_size
     ann_path = out / "annotations" / f"instances_{split}.json"
     ann_path.parent.mkdir(parents=True, exist_ok=True)
     info = dict(description=f"PGD synthetic shapes, {split} split", version="1",
-                generator=dict(seed=seed, image_size=image_size, num_images=num_images))
+                generator=dict(seed=seed, image_size=image_size, num_images=num_images, style=style))
     # The annotation file is written last, so an interrupted run leaves no file that looks complete.
     write_json(ann_path, dict(info=info, licenses=[], images=images, annotations=annotations,
                               categories=CATEGORIES))
@@ -206,8 +237,12 @@ def generate_split(out: Path, split: str, num_images: int, seed: int, image_size
 
 
 def generate_coco(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 100,
-                  image_size: int = 128) -> GeneratedDataset:
-    """Write the synthetic COCO-format train and val splits under ``out`` and return where they are."""
+                  image_size: int = 128, style: str = "easy") -> GeneratedDataset:
+    """Write the synthetic COCO-format train and val splits under ``out`` and return where they are.
+
+    ``style`` picks a preset of :data:`STYLES` ('easy' for the mini profile, 'hard')."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of {sorted(STYLES)}")
     if image_size < 64:
         raise ValueError(f"image_size must be >= 64 (got {image_size}): smaller images leave no medium objects")
     if num_train < 1 or num_val < 1:
@@ -216,7 +251,7 @@ def generate_coco(out: str | Path, seed: int = 0, num_train: int = 400, num_val:
     start = time.perf_counter()
     result = GeneratedDataset(root=out, annotations={}, images={})
     for split, n in zip(SPLITS, (num_train, num_val)):
-        ann, stats = generate_split(out, split, n, seed, image_size)
+        ann, stats = generate_split(out, split, n, seed, image_size, style)
         result.annotations[split] = ann
         result.images[split] = out / "images" / split
         result.stats[split] = stats
