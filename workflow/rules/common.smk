@@ -90,17 +90,27 @@ ENV = (f"PGD_COCO_ROOT={shlex.quote(os.path.abspath(COCO_ROOT))} "
 
 
 def train_command():
+    """The training job. `--resume` continues an interrupted job from its last iter_*.pth. A run directory whose
+    training once completed (marker TRAINED) holds checkpoints of a superseded run - Snakemake reruns a finished
+    job only because its inputs or settings changed - so those are cleared and training starts afresh."""
     if config["launcher"] == "pytorch":
         # paper scale: one process per GPU of the job; mmengine initialises the process group from torchrun's env
         launch = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node={{resources.gpu}} "
                   "-m pgd.cli train --launcher pytorch")
     else:
         launch = f"{PGD} train"
+    marker = f"{{params.work_dir}}/{TRAINED}"
     return (
+        f"if [ -e {marker} ]; then rm -f {{params.work_dir}}/iter_*.pth {{params.work_dir}}/last_checkpoint "
+        f"{marker}; fi; "
         f"{ENV} PGD_THREADS={{threads}} {launch} --run {{params.run_id}} --profile {PROFILE} "
         f"--matrix {{params.matrix}} --seed {{params.seed}} --work-dir {{params.work_dir}} {{params.teacher}} "
-        f"--threads {{threads}} --resume {{params.data_root}} {config['train_args']} > {{log}} 2>&1"
+        f"--threads {{threads}} --resume {{params.data_root}} {{params.extra}} > {{log}} 2>&1; "
+        f"touch {marker}"
     )
+
+
+TRAINED = ".trained"
 
 
 def train_params(name):

@@ -7,9 +7,11 @@ rule eval:
         data=lambda w: data_files(INSTANCES[w.run].run.dataset),
     output: run_path("{run}", "metrics.json")
     wildcard_constraints: run=RUN_RE
-    params: work_dir=lambda w: run_path(w.run)
+    params:
+        work_dir=lambda w: run_path(w.run),
+        extra=config["eval_args"],
     threads: res("eval", "threads")
     resources: **resources_of("eval")
     log: f"{LOGS}/eval/{{run}}.log"
     shell:
-        f"{ENV} PGD_THREADS={{threads}} {PGD} eval --run-dir {{params.work_dir}} {config['eval_args']} > {{log}} 2>&1"
+        f"{ENV} PGD_THREADS={{threads}} {PGD} eval --run-dir {{params.work_dir}} {{params.extra}} > {{log}} 2>&1"

@@ -14,6 +14,7 @@ rule train_teacher:
         work_dir=lambda w: train_params(w.run)["work_dir"],
         teacher="",
         data_root=lambda w: train_params(w.run)["data_root"],
+        extra=config["train_args"],
     threads: res("train_teacher", "threads")
     resources: **resources_of("train_teacher")
     log: f"{LOGS}/train/{{run}}.log"
