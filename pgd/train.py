@@ -219,9 +219,19 @@ def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
 
         backends = [b for b in vis.get("vis_backends", [dict(type="LocalVisBackend")])
                     if b.get("type") != "MLflowVisBackend"]
-        backends.append(tracking.mlflow_vis_backend(
-            profile_results_dir(Path(args.work_dir), args.results, info["profile"]), info["profile"],
-            info["run_id"], tags={k: info.get(k) for k in ("tables", "detector", "method", "role")}))
+        results_dir = profile_results_dir(Path(args.work_dir), args.results, info["profile"])
+        backend = tracking.mlflow_vis_backend(
+            results_dir, info["profile"], info["run_id"],
+            tags={k: info.get(k) for k in ("tables", "detector", "method", "role")})
+        if args.resume and (Path(args.work_dir) / "last_checkpoint").is_file():
+            previous = tracking.find_run(results_dir, info["profile"], info["run_id"])
+            if previous is not None:
+                # one MLflow run per training run: the resumed losses continue the interrupted run's curves.
+                # mlflow's start_run() reopens the run named by MLFLOW_RUN_ID (and clears the variable); params
+                # stay those of the first session, since MLflow refuses to change a logged param (`resume` does)
+                os.environ["MLFLOW_RUN_ID"] = previous.info.run_id
+                backend["tracked_config_keys"] = []
+        backends.append(backend)
         vis["vis_backends"] = backends
         cfg.visualizer = vis
 
@@ -371,11 +381,14 @@ def train(args) -> Path:
     if cfg.launcher == "pytorch":
         _init_cpu_process_group(cfg)
 
-    runner = Runner.from_cfg(cfg)
     # resume / load_from call torch.load inside mmengine; its checkpoints pickle message-hub objects that
     # torch >= 2.6's weights_only loader refuses unless allow-listed (pgd.checkpoint owns the list)
     install_safe_globals()
-    runner.train()
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    finally:
+        os.environ.pop("MLFLOW_RUN_ID", None)  # never leak into a later run of this process
     model_path = work_dir / MODEL_FILE
     if is_main_process():
         export_model(runner.model, cfg, model_path,

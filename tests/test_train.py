@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
-from train_helpers import tiny_atss, tiny_coco, tiny_run, train_tiny  # noqa: F401  (fixtures)
+from train_helpers import tiny_atss, tiny_coco, tiny_config_text, tiny_run, train_tiny  # noqa: F401  (fixtures)
 
 from pgd import train
 from pgd.checkpoint import load_checkpoint
@@ -219,3 +219,29 @@ def test_resume_continues_at_saved_iteration(tmp_path, tiny_coco):
     # training moved the weights on from the resumed state
     key = "bbox_head.atss_cls.weight"
     assert not torch.equal(first["state_dict"][key], resumed["state_dict"][key])
+
+
+@pytest.mark.slow  # ~35 s: creating the MLflow sqlite schema dominates
+def test_resume_continues_the_same_mlflow_run(tmp_path, tiny_coco):
+    from mlflow.tracking import MlflowClient
+
+    from pgd import tracking
+
+    work_dir = tmp_path / "results" / "mini" / "runs" / "tiny_resume"
+    config = tmp_path / "tiny.py"
+    threads = torch.get_num_threads()
+    try:
+        config.write_text(tiny_config_text(tiny_coco, max_iters=4))
+        for extra in ([], ["--resume", "--set", "train_cfg.max_iters=6"]):
+            assert train.main(["--config", str(config), "--work-dir", str(work_dir), "--threads", "1", *extra]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "MLFLOW_RUN_ID" not in os.environ
+    client = MlflowClient(tracking_uri=tracking.tracking_uri(tmp_path / "results" / "mini"))
+    exp = client.get_experiment_by_name("pgd-mini")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_name for r in runs] == ["tiny_resume"]  # one run, not one per session
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4, 6]
+    assert run.data.params["train_cfg.max_iters"] == "4" and run.data.params["resume"] == "False"
