@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def test_config(run_dir: Path, checkpoint: Path, overrides: dict[str, Any] | None = None):
+def build_test_config(run_dir: Path, checkpoint: Path, overrides: dict[str, Any] | None = None):
     """The run's config turned into a single-process test config of the plain detector."""
     from mmengine.config import Config
 
@@ -72,7 +72,7 @@ def evaluate(run_dir: Path, checkpoint: Path | None = None, out: Path | None = N
 
     checkpoint = checkpoint or run_dir / MODEL_FILE
     out = out or run_dir / "metrics.json"
-    cfg = test_config(run_dir, checkpoint, overrides)
+    cfg = build_test_config(run_dir, checkpoint, overrides)
     info = cfg.get(RUN_INFO_KEY) or {}
     dataset = info.get("dataset") or infer_dataset(cfg.test_evaluator)
     runner = Runner.from_cfg(cfg)
