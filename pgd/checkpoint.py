@@ -109,8 +109,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    # torch's safe_globals() removes its entries on exit, also ones registered before: scoping the whole list would
+    # undo install_safe_globals() for the rest of the process, so only what is not registered yet is scoped.
+    registered = set(torch.serialization.get_safe_globals())
+    scoped = [g for g in mmengine_safe_globals() if g not in registered]
     try:
-        with torch.serialization.safe_globals(mmengine_safe_globals()):
+        with torch.serialization.safe_globals(scoped):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path}: refused by the weights_only unpickler, pgd.checkpoint's allow-list does not "

@@ -25,6 +25,17 @@ from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def keep_default_scope():
+    """A Runner makes its default scope ('mmengine' here) the current one for the whole process; later test modules
+    that build mmdet modules through the current scope would then miss them. Put the previous state back."""
+    from mmengine.registry import DefaultScope
+
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict = saved
+
+
 _RUN_IDS = itertools.count()
 
 
@@ -98,8 +109,8 @@ def allowed_names() -> set[str]:
     return {name for _, name in mmengine_safe_globals()}
 
 
-def test_runner_checkpoint_needs_exactly_the_documented_globals(trained):
-    work_dir, _ = trained
+def test_runner_checkpoint_needs_exactly_the_documented_globals(trained, no_registered_globals):
+    work_dir, _ = trained  # (torch leaves registered globals out of the "unsafe" list, hence the fixture)
     found = torch.serialization.get_unsafe_globals_in_checkpoint(str(work_dir / "iter_6.pth"))
     assert set(found) == {
         "mmengine.logging.history_buffer.HistoryBuffer", "builtins.getattr", "numpy.ndarray", "numpy.dtype",
@@ -144,6 +155,20 @@ def test_resumed_runner_matches_uninterrupted_run(trained, tmp_path, no_register
     for key, value in runner.model.state_dict().items():
         torch.testing.assert_close(value, final_state[key], rtol=0, atol=0, msg=key)
     assert len(runner.message_hub.get_scalar("train/loss").data[0]) == 6
+
+
+def test_load_checkpoint_keeps_the_process_wide_registration(trained, no_registered_globals):
+    """Regression: torch's safe_globals() context drops its entries on exit, also when they were installed
+    before; load_checkpoint must not undo install_safe_globals() for mmengine's later torch.load calls."""
+    work_dir, _ = trained
+    install_safe_globals()
+    before = set(torch.serialization.get_safe_globals())
+    load_checkpoint(work_dir / "iter_6.pth")
+    assert set(torch.serialization.get_safe_globals()) == before
+    assert torch.load(work_dir / "iter_6.pth")["meta"]["iter"] == 6  # mmengine's call: default weights_only
+    torch.serialization.clear_safe_globals()
+    load_checkpoint(work_dir / "iter_6.pth")
+    assert torch.serialization.get_safe_globals() == []  # nothing leaks when nothing was installed
 
 
 def test_mmengine_load_checkpoint_after_install(trained, no_registered_globals):

@@ -20,6 +20,17 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def keep_default_scope():
+    """A Runner makes its default scope ('mmengine' here) the current one for the whole process; later test modules
+    that build mmdet modules through the current scope would then miss them. Put the previous state back."""
+    from mmengine.registry import DefaultScope
+
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict = saved
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One store shared by the tests that do not need a fresh one (creating the schema takes seconds); they keep
