@@ -5,7 +5,8 @@
 #
 # Switches (environment variables):
 #   PGD_VENV=path           where the venv goes (default: .venv in the repo root)
-#   PGD_PYTHON=python3.11   interpreter used to create the venv (Python 3.10-3.12; 3.11 is the tested one)
+#   PGD_PYTHON=python3.11   interpreter used to create the venv (default python3.11, else python3; 3.10-3.12,
+#                           3.11 is the tested one)
 #   PGD_CUDA=cpu            torch build: cpu (default), a CUDA tag such as cu126 / cu128 (torch's own wheel index
 #                           https://download.pytorch.org/whl/<tag>, mmcv's CUDA ops compiled), or pypi (the plain
 #                           PyPI torch, CUDA bundled)
@@ -20,7 +21,9 @@ MMDET_VERSION=3.3.0
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PGD_VENV:-$ROOT/.venv}"
-PYTHON="${PGD_PYTHON:-python3.11}"
+if [[ -n "${PGD_PYTHON:-}" ]]; then PYTHON="$PGD_PYTHON"
+elif command -v python3.11 >/dev/null 2>&1; then PYTHON=python3.11
+else PYTHON=python3; fi
 CUDA="${PGD_CUDA:-cpu}"
 
 log() { printf '[setup %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
@@ -52,9 +55,11 @@ case "$CUDA" in
              TORCH_INDEX="${PGD_TORCH_INDEX_URL:-https://download.pytorch.org/whl/$CUDA}" ;;
     *) die "PGD_CUDA=$CUDA: expected cpu, a CUDA tag like cu128, or pypi" ;;
 esac
+TORCH_CHANGED=0
 if installed torch "$TORCH_WANT"; then
     log "torch $TORCH_WANT already installed"
 else
+    TORCH_CHANGED=1
     log "installing $TORCH_SPEC"
     # A wheel reachable through pip's own find-links (no index) wins; otherwise torch's wheel index. --no-deps here
     # keeps the (slow, often unreachable) torch index out of resolving torch's pure-python dependencies.
@@ -67,7 +72,8 @@ fi
 "${PIP[@]}" install -q "$TORCH_SPEC"   # torch's dependencies from the default index (torch itself is satisfied)
 
 # --- mmcv (needs torch importable at build time, hence no build isolation) ---------------------------------------
-if installed mmcv "$MMCV_VERSION" && "$PY" -c 'import mmcv.ops' 2>/dev/null; then
+# mmcv's compiled ops are bound to the torch build they were compiled against: a new torch means a new mmcv.
+if (( ! TORCH_CHANGED )) && installed mmcv "$MMCV_VERSION" && "$PY" -c 'import mmcv.ops' 2>/dev/null; then
     log "mmcv $MMCV_VERSION with ops already installed"
 else
     WHEEL=""
@@ -79,13 +85,16 @@ else
     fi
     if [[ -n "$WHEEL" ]]; then
         log "installing mmcv from $WHEEL"
-        "${PIP[@]}" install "$WHEEL"
+        "${PIP[@]}" install --force-reinstall --no-deps "$WHEEL"
+        "${PIP[@]}" install -q "$WHEEL"   # its dependencies
     else
         FORCE_CUDA=0; [[ "$CUDA" == cpu ]] || FORCE_CUDA=1
         log "building mmcv $MMCV_VERSION from the sdist (MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA); this takes a while"
         "${PIP[@]}" install -q opencv-python addict yapf packaging mmengine==0.10.7 ninja
         MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-            "${PIP[@]}" install --no-build-isolation --no-binary mmcv "mmcv==$MMCV_VERSION"
+            "${PIP[@]}" install --no-build-isolation --no-binary mmcv --no-cache-dir --force-reinstall --no-deps \
+            "mmcv==$MMCV_VERSION"
+        "${PIP[@]}" install -q "mmcv==$MMCV_VERSION"   # its dependencies
     fi
     "$PY" -c 'import mmcv.ops' || die "mmcv installed but its compiled ops do not import"
 fi
