@@ -143,7 +143,8 @@ def mlflow_vis_backend(results_dir: str | os.PathLike, profile: str, run_name: s
 
 
 def find_run(results_dir: str | os.PathLike, profile: str, run_name: str):
-    """The most recently started run called ``run_name`` (a resumed training starts a new one), or None."""
+    """The most recently started run called ``run_name``, or None. (``pgd train --resume`` reopens this run; a
+    training rerun from scratch starts a new one of the same name.)"""
     client = _client(tracking_uri(results_dir))
     exp = _retry(client.get_experiment_by_name, experiment_name(profile))
     if exp is None:
