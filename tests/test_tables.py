@@ -195,3 +195,16 @@ def test_report_page(tmp_path, m):
     assert "| ddod_r50_crowd_fgd " in settings and "config.py missing" in settings
     assert "![Fig. 3:" in page and "figures/fig1.png not built yet" in page
     assert "table1.csv not built yet" in page
+
+
+def test_report_page_with_a_partial_matrix(tmp_path, m):
+    """A matrix slice that feeds only some tables still gives a page (empty tables say so)."""
+    from pgd.matrix import Matrix
+    from pgd.report import page as P
+
+    part = Matrix([m["atss_r101_teacher"], m["atss_r50_student"]])
+    for t in T.SPECS:
+        T.write_table(t, "mini", [0], tmp_path, matrix=part, allow_missing=True)
+    page = P.build_page("mini", [0], tmp_path, part)
+    assert page.count("```latex") == 8
+    assert page.count("*No run of the matrix feeds this table.*") == 3        # t3, t6k, t6a

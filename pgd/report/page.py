@@ -56,8 +56,11 @@ def run_settings(config_path: Path) -> dict[str, Any]:
 
 def settings_table(matrix: Matrix, table: str, profile: str, results: str | Path) -> str:
     """Markdown: one line per run of the table (seed 0); settings equal for all its runs are listed once."""
+    runs = matrix.runs_for_table(table)
+    if not runs:
+        return "*No run of the matrix feeds this table.*"
     rows = []
-    for run in matrix.runs_for_table(table):
+    for run in runs:
         path = run_dir(profile, run.id, 0, results) / "config.py"
         base = {"run": run.id, "method": run.method or "-"}
         if path.is_file():
