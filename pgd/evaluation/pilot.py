@@ -94,12 +94,12 @@ def load_detector(run_dir: Path, checkpoint: Path | None = None, overrides: dict
     from mmengine.utils import import_modules_from_strings
 
     from pgd.checkpoint import load_checkpoint
-    from pgd.eval import EvalError, test_config
+    from pgd.eval import EvalError, build_test_config
     from pgd.train import MODEL_FILE
 
     checkpoint = checkpoint or run_dir / MODEL_FILE
     try:
-        cfg = test_config(run_dir, checkpoint, overrides)
+        cfg = build_test_config(run_dir, checkpoint, overrides)
     except EvalError as err:
         raise PilotError(str(err)) from err
     if cfg.get("custom_imports"):
