@@ -99,10 +99,16 @@ def train_command():
                   "-m pgd.cli train --launcher pytorch")
     else:
         launch = f"{PGD} train"
-    marker = f"{{params.work_dir}}/{TRAINED}"
+    wd = "{params.work_dir}"
+    marker = f"{wd}/{TRAINED}"
+    # mmengine deletes the oldest kept checkpoint *before* writing the next one, so a kill during that write can
+    # leave last_checkpoint naming a file that does not exist: point it at the newest iter_*.pth left, or drop it
+    repair = (f"if [ -e {wd}/last_checkpoint ] && [ ! -e \"$(cat {wd}/last_checkpoint)\" ]; then "
+              f"latest=$(ls -1v {wd}/iter_*.pth 2>/dev/null | tail -n 1 || true); "
+              f"if [ -n \"$latest\" ]; then echo \"$latest\" > {wd}/last_checkpoint; "
+              f"else rm -f {wd}/last_checkpoint; fi; fi; ")
     return (
-        f"if [ -e {marker} ]; then rm -f {{params.work_dir}}/iter_*.pth {{params.work_dir}}/last_checkpoint "
-        f"{marker}; fi; "
+        f"if [ -e {marker} ]; then rm -f {wd}/iter_*.pth {wd}/last_checkpoint {marker}; fi; " + repair +
         f"{ENV} PGD_THREADS={{threads}} {launch} --run {{params.run_id}} --profile {PROFILE} "
         f"--matrix {{params.matrix}} --seed {{params.seed}} --work-dir {{params.work_dir}} {{params.teacher}} "
         f"--threads {{threads}} --resume {{params.data_root}} {{params.extra}} > {{log}} 2>&1; "
