@@ -154,3 +154,22 @@ def test_heatmap_end_to_end(tiny_run, tiny_coco, tmp_path):
 
 
 from train_helpers import tiny_coco, tiny_run  # noqa: E402,F401  (session fixtures)
+
+
+def test_batch_gt_brings_original_boxes_into_the_input_frame():
+    """The test pipeline loads annotations after Resize: GT must be scaled by scale_factor (w, h)."""
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from pgd.evaluation.pilot import batch_gt
+
+    a = DetDataSample(metainfo=dict(scale_factor=(2.0, 0.5)))
+    a.gt_instances = InstanceData(bboxes=torch.tensor([[10., 20., 30., 40.]]), labels=torch.tensor([3]))
+    b = DetDataSample(metainfo=dict(scale_factor=(1.0, 1.0)))
+    b.gt_instances = InstanceData(bboxes=torch.zeros((0, 4)), labels=torch.zeros((0,), dtype=torch.long))
+    boxes, labels, valid = batch_gt([a, b])
+    assert boxes.shape == (2, 1, 4)
+    assert boxes[0, 0].tolist() == [20., 10., 60., 20.]
+    assert labels.tolist() == [[3], [-1]]
+    assert valid.tolist() == [[True], [False]]

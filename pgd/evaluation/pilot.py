@@ -120,12 +120,22 @@ def load_detector(run_dir: Path, checkpoint: Path | None = None, overrides: dict
     return model, dataloader, cfg
 
 
-def batch_gt(data_samples: Sequence, device) -> tuple[Tensor, Tensor, Tensor]:
+def batch_gt(data_samples: Sequence, device=None) -> tuple[Tensor, Tensor, Tensor]:
+    """Padded GT (N, M, 4) / (N, M) / (N, M) in the network-input frame, where the predictions live.
+
+    mmdet's test pipeline loads the annotations after Resize, so gt_instances hold original-image boxes:
+    they are scaled by each image's scale_factor (w, h)."""
     from pgd.losses.base import pad_gt
 
-    boxes = [ds.gt_instances.bboxes for ds in data_samples]
-    boxes = [b.tensor if hasattr(b, "tensor") else b for b in boxes]
-    labels = [ds.gt_instances.labels for ds in data_samples]
+    boxes, labels = [], []
+    for ds in data_samples:
+        b = ds.gt_instances.bboxes
+        b = (b.tensor if hasattr(b, "tensor") else b).float()
+        sx, sy = ds.metainfo.get("scale_factor", (1.0, 1.0))[:2]
+        boxes.append(b * b.new_tensor([sx, sy, sx, sy]))
+        labels.append(ds.gt_instances.labels)
+    if device is None and boxes:
+        device = boxes[0].device
     return pad_gt(boxes, labels, device=device)
 
 

@@ -247,19 +247,10 @@ def _first_images(run_dir: str | Path, n: int):
 
 
 def input_frame_gt(samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Padded GT (N, M, 4) / (N, M) / (N, M) in the network-input frame. mmdet's test pipeline loads the
-    annotations after Resize, so gt_instances hold original-image boxes: scale them by each image's
-    scale_factor (w, h) to meet the predictions' frame."""
-    from pgd.losses.base import pad_gt
+    """Padded GT in the network-input frame (see pgd.evaluation.pilot.batch_gt)."""
+    from pgd.evaluation.pilot import batch_gt
 
-    boxes, labels = [], []
-    for ds in samples:
-        b = ds.gt_instances.bboxes
-        b = (b.tensor if hasattr(b, "tensor") else b).float()
-        sx, sy = ds.metainfo.get("scale_factor", (1.0, 1.0))[:2]
-        boxes.append(b * b.new_tensor([sx, sy, sx, sy]))
-        labels.append(ds.gt_instances.labels)
-    return pad_gt(boxes, labels, device=boxes[0].device if boxes else None)
+    return batch_gt(samples)
 
 
 def _rgb(raw) -> np.ndarray:
