@@ -49,8 +49,9 @@ def _schedule(iters):
             dict(type='MultiStepLR', begin=0, end=iters, by_epoch=False,
                  milestones=[iters * 8 // 12, iters * 11 // 12], gamma=0.1),
         ],
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=iters, by_epoch=False,
-                                           max_keep_ckpts=1)),
+        # a checkpoint every quarter run, two kept: a kill (even during a save) resumes, losing < 1/4 run
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=max(iters // 4, 1), by_epoch=False,
+                                           max_keep_ckpts=2)),
         log_processor=dict(type='LogProcessor', window_size=10, by_epoch=False),
     )
 
