@@ -1,61 +1,24 @@
-# The embedded synthetic COCO-format set written by `pgd data coco --out results/data/synth_coco` (mini profile).
-# Resize scales are placeholders: pgd.config.compose_config sets them from the profile.
-dataset_type = 'ValidatedCocoDataset'
+# The embedded synthetic COCO-format set written by `pgd data coco --out results/data/synth_coco` (mini profile):
+# the real COCO config with its root, files and classes replaced.
+_base_ = './coco.py'
 data_root = 'results/data/synth_coco/'
 # the six shape categories of pgd.data.synth_coco.CLASSES (category ids 1..6)
 metainfo = dict(classes=('circle', 'square', 'triangle', 'star', 'ring', 'cross'))
 num_classes = 6
-backend_args = None
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
 train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(
-        type=dataset_type,
         data_root=data_root,
         metainfo=metainfo,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='images/train/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=32),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
+        validate_cfg=dict(_delete_=True)))  # generated data: every defect is an error
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
         data_root=data_root,
         metainfo=metainfo,
         ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='images/val/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
+        data_prefix=dict(img='images/val/')))
 test_dataloader = val_dataloader
-
-val_evaluator = dict(
-    type='CocoMetric',
-    ann_file=data_root + 'annotations/instances_val.json',
-    metric='bbox',
-    format_only=False,
-    backend_args=backend_args)
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
