@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from pgd.atomic import atomic_path
 
 __all__ = ["CheckpointError", "mmengine_safe_globals", "install_safe_globals", "load_checkpoint",
            "save_checkpoint"]
@@ -128,16 +129,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the target directory, then rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)

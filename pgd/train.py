@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pgd.evaluation.metrics import atomic_write_text
+from pgd.atomic import atomic_write_text
 
 RUN_INFO_KEY = "run_info"  # top-level config key: run id, profile and the MLflow tags of this run
 MODEL_FILE = "model.pth"

@@ -10,15 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pgd.atomic import atomic_write_bytes
+
 # Fixed encoder parameters: PIL writes no tIME/EXIF chunk unless asked, and these pin every other choice.
 PNG_PARAMS = dict(format="PNG", compress_level=6, optimize=False)
 JPEG_PARAMS = dict(format="JPEG", quality=95, subsampling=0, optimize=False, progressive=False)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _encode(img: np.ndarray, params: dict) -> bytes:
@@ -29,22 +25,22 @@ def _encode(img: np.ndarray, params: dict) -> bytes:
 
 def write_png(path: Path, img: np.ndarray) -> None:
     """Atomic: a reader (or a concurrent regeneration) never sees a half-written image."""
-    _atomic_write_bytes(path, _encode(img, PNG_PARAMS))
+    atomic_write_bytes(path, _encode(img, PNG_PARAMS), fsync=False)
 
 
 def write_jpeg(path: Path, img: np.ndarray) -> None:
-    _atomic_write_bytes(path, _encode(img, JPEG_PARAMS))
+    atomic_write_bytes(path, _encode(img, JPEG_PARAMS), fsync=False)
 
 
 def write_json(path: Path, obj) -> None:
     """Compact JSON in the insertion order of ``obj`` (the generators build dicts in a fixed order)."""
-    _atomic_write_bytes(path, json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n")
+    atomic_write_bytes(path, json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n", fsync=False)
 
 
 def write_lines_json(path: Path, records: list) -> None:
     """One JSON object per line (CrowdHuman's .odgt)."""
     text = "".join(json.dumps(r, separators=(", ", ": "), ensure_ascii=True) + "\n" for r in records)
-    _atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode(), fsync=False)
 
 
 def remove_stale(directory: Path, pattern: str, keep: set[str]) -> int:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pgd.atomic import atomic_write_text
 
 # metrics.json key -> mmdet evaluator key (without the evaluator prefix), in the order of the paper's tables
 COCO_KEYS: dict[str, str] = {
@@ -122,21 +123,6 @@ def infer_dataset(evaluator_cfg: Any) -> str:
     if "CocoMetric" in types:
         return "coco"
     raise MetricsError(f"test_evaluator has no CocoMetric or CrowdHumanMetric (types: {sorted(map(str, types))})")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` so that readers see either the old file or the complete new one, never a prefix."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_metrics_json(path: str | os.PathLike, record: Mapping[str, Any]) -> None:

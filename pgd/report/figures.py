@@ -15,7 +15,6 @@ layers").
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pgd.atomic import atomic_path
 from pgd.matrix import FIG1_TEACHER, FIG5_RUNS, FIGURES, figure_runs, load_matrix, run_dir
 
 FIG1_METHODS = ("Box", "BoxGauss", "FGFI", "PGD")
@@ -76,9 +76,8 @@ def save_figure(fig, out_base: str | Path) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         path = out_base.with_suffix(f".{ext}")
-        tmp = path.with_name(f".{path.stem}.tmp.{ext}")
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=ext)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=ext)
         paths.append(path)
     _plt().close(fig)
     return paths

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pgd.atomic import atomic_write_text
 from pgd.matrix import TABLES, Matrix, check_seeds, load_matrix, run_dir
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
@@ -265,15 +266,9 @@ def write_table(table: str, profile: str, seeds: list[int], results: str | Path 
     out = Path(out_dir) if out_dir is not None else Path(results) / profile / "tables"
     out.mkdir(parents=True, exist_ok=True)
     tex, csv = out / f"{stem}.tex", out / f"{stem}.csv"
-    _atomic_write(tex, render(table, df, stem, profile))
-    _atomic_write(csv, df.to_csv(index=False, float_format="%.4g"))
+    atomic_write_text(tex, render(table, df, stem, profile))
+    atomic_write_text(csv, df.to_csv(index=False, float_format="%.4g"))
     return tex, csv
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
