@@ -15,6 +15,8 @@ rule train_teacher:
         teacher="",
         data_root=lambda w: train_params(w.run)["data_root"],
         extra=config["train_args"],
+    # teachers gate 73 of the 79 students: start them before the plain students that could fill the cores
+    priority: 10
     threads: res("train_teacher", "threads")
     resources: **resources_of("train_teacher")
     log: f"{LOGS}/train/{{run}}.log"
