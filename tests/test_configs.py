@@ -244,3 +244,22 @@ def test_profile_typos_are_rejected(tmp_path, monkeypatch):
         compose_config('atss', 'r50', 'typo', 'student')
     with pytest.raises(ConfigCompositionError, match='depth'):
         compose_config('atss', 'r50', 'arch', 'student')
+
+
+def test_mini_profile_freezes_ddod_offsets_only():
+    """Mini: DCN offset convs get lr 0 (they stay at their zero init, so DCN = plain conv); everything else keeps
+    the base lr. Paper: the offsets learn at the base lr."""
+    from mmengine.optim import build_optim_wrapper
+
+    init_default_scope('mmdet')
+    for profile, offset_lr in (('mini', 0.0), ('paper', None)):
+        cfg = compose_config('ddod', 'r50', profile, 'student')
+        model = MODELS.build(cfg.model)
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        base = wrapper.optimizer.defaults['lr']
+        names = {id(p): n for n, p in model.named_parameters()}
+        lrs = {names[id(p)]: g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+        offsets = {n: lr for n, lr in lrs.items() if 'conv_offset' in n}
+        assert len(offsets) == 4  # weight + bias of the cls and reg towers' first conv
+        assert all(lr == (base if offset_lr is None else offset_lr) for lr in offsets.values())
+        assert all(lr == base for n, lr in lrs.items() if 'conv_offset' not in n and 'backbone' in n)
