@@ -5,8 +5,8 @@ style already generated), trains one plain detector with `pgd train --set ...` o
 iterations, evaluates it with `pgd eval`, and prints AP, AP50 and class-agnostic AP / AP50 (pycocotools with
 useCats=0: localisation without classification). Runs go two at a time (one torch thread each), as in the DAG.
 
-    .venv/bin/python benchmarks/mini_ap_sweep.py --out /tmp/sweep                       # all variants, 300 it
-    .venv/bin/python benchmarks/mini_ap_sweep.py --out /tmp/sweep --variants easy plain --iters 100
+    .venv/bin/python benchmarks/mini_ap_sweep.py --out results/sweep                     # all variants, 300 it
+    .venv/bin/python benchmarks/mini_ap_sweep.py --out results/sweep --variants easy plain --iters 100
 """
 from __future__ import annotations
 
