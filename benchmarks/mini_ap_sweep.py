@@ -75,9 +75,9 @@ def agnostic_ap(ann_file: Path, dets: Path) -> tuple[float, float]:
 
 def run(variant: str, args) -> dict:
     data = generate(variant, args.out)
-    work = args.out / "runs" / f"{args.detector}_{args.backbone}_{variant}_{args.iters}"
+    work = args.out / "runs" / f"{args.detector}_{args.backbone}_{variant}_{args.iters}{args.name}"
     pgd = [sys.executable, "-m", "pgd.cli"]
-    sets = [f"data_root='{data}/'"] + schedule(args.iters) + VARIANTS[variant][1]
+    sets = [f"data_root='{data}/'"] + schedule(args.iters) + VARIANTS[variant][1] + args.set
     train = pgd + ["train", "--detector", args.detector, "--backbone", args.backbone, "--role", "student",
                    "--profile", "mini", "--work-dir", str(work), "--threads", "1", "--no-mlflow"]
     for s in sets:
@@ -91,7 +91,7 @@ def run(variant: str, args) -> dict:
                        cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, check=True)
     metrics = json.loads((work / "metrics.json").read_text())
     ap_agn, ap50_agn = agnostic_ap(data / "annotations" / "instances_val.json", work / "pred.bbox.json")
-    return {"variant": variant, "AP": metrics["AP"], "AP50": metrics["AP50"], "AP_agnostic": ap_agn,
+    return {"variant": variant + args.name, "iters": args.iters, "AP": metrics["AP"], "AP50": metrics["AP50"], "AP_agnostic": ap_agn,
                 "AP50_agnostic": ap50_agn}
 
 
@@ -103,6 +103,8 @@ def main() -> None:
     p.add_argument("--detector", default="atss")
     p.add_argument("--backbone", default="r50")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], help="extra `pgd train --set` override for every run")
+    p.add_argument("--name", default="", help="suffix of the run directories (to tell --set variants apart)")
     args = p.parse_args()
     args.out = args.out.resolve()
     for v in args.variants:  # generate serially: one process owns the style registry

@@ -10,6 +10,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("pgd.data.cli", "generate / validate the embedded synthetic datasets"),
+    "pretrain": ("pgd.pretrain", "pretrain a backbone on synthetic shape classification (mini's ImageNet)"),
     "train": ("pgd.train", "train a detector or a distilled student (mmengine Runner)"),
     "eval": ("pgd.eval", "evaluate a run's model.pth and write metrics.json"),
     "pilot": ("pgd.evaluation.pilot", "Fig. 3: AP after masking the top-X%% quality predictions"),

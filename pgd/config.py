@@ -30,7 +30,7 @@ DISTILLER_KEYS = ('init_student', 'teacher_guided_assign')
 PROFILE_BACKBONE_KEYS = ('init_cfg', 'frozen_stages', 'norm_eval', 'norm_cfg')
 # the profile keys compose_config reads (an unknown key is a typo, not a silent no-op)
 PROFILE_KEYS = {'datasets', 'schedules', 'img_scale', 'ms_scale_range', 'train_batch_size', 'num_workers',
-                'eval_images', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime'}
+                'eval_images', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime', 'pretrain'}
 
 
 class ConfigCompositionError(ValueError):
@@ -139,6 +139,16 @@ def _apply_backbone(model: ConfigDict, prof: Config, backbone: str) -> None:
         model.backbone[key] = copy.deepcopy(value)
 
 
+def _set_pretrained_dir(model: ConfigDict, profile: str, backbone: str, directory: str) -> None:
+    """Load the backbone from ``<directory>/<backbone>.pth`` (written by `pgd pretrain`) instead of the profile's
+    default location. Only for profiles whose backbones start from a local checkpoint."""
+    init = model.backbone.get('init_cfg') or {}
+    if init.get('type') != 'Pretrained' or '://' in str(init.get('checkpoint', '')):
+        raise ConfigCompositionError(f'pretrained_dir given, but profile {profile!r} does not initialise the '
+                                     f'{backbone} backbone from a local checkpoint (init_cfg={init})')
+    model.backbone.init_cfg = dict(type='Pretrained', checkpoint=f'{directory.rstrip("/")}/{backbone}.pth')
+
+
 def _set_data_root(cfg: Config, root: str) -> None:
     """Point every dataset and evaluator of the run at another root (tests, relocated data)."""
     old = None
@@ -221,6 +231,9 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
     model = copy.deepcopy(arch.model)
     model.bbox_head.num_classes = int(data.num_classes)
     _apply_backbone(model, prof, backbone)
+    overrides = dict(overrides or {})
+    if 'pretrained_dir' in overrides:
+        _set_pretrained_dir(model, profile, backbone, str(overrides.pop('pretrained_dir')))
 
     _apply_data(cfg, prof, role, dataset)
     _apply_schedule(cfg, prof, role)
@@ -241,7 +254,6 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
     cfg.pgd = dict(detector=detector, backbone=backbone, profile=profile, role=role, dataset=dataset,
                    method=method, method_overrides=dict(method_overrides or {}))
 
-    overrides = dict(overrides or {})
     if 'data_root' in overrides:
         _set_data_root(cfg, str(overrides.pop('data_root')))
     if overrides:

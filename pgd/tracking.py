@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = ["DB_NAME", "tracking_uri", "experiment_name", "prepare_tracking", "mlflow_vis_backend",
-           "find_run", "log_eval_metrics"]
+           "find_run", "log_eval_metrics", "log_run"]
 
 DB_NAME = "mlflow.db"
 LOCK_NAME = ".mlflow.lock"
@@ -196,4 +196,27 @@ def log_eval_metrics(results_dir: str | os.PathLike, profile: str, run_name: str
         _retry(client.log_artifact, run_id, str(path))
     if created:
         _retry(client.set_terminated, run_id)
+    return run_id
+
+
+def log_run(results_dir: str | os.PathLike, profile: str, run_name: str, params: Mapping[str, Any],
+            history: Iterable[Mapping[str, Any]], metrics: Mapping[str, Any],
+            tags: Mapping[str, Any] | None = None, artifacts: Iterable[str | os.PathLike] = ()) -> str:
+    """Log a run trained outside mmengine (``pgd pretrain``): params, per-step scalars (``history`` rows hold
+    ``iter`` and the scalar values at it), final metrics, tags and files, as one new finished run."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    exp_id = prepare_tracking(results_dir, profile)
+    client = _client(tracking_uri(results_dir))
+    run_id = _retry(client.create_run, exp_id, run_name=run_name,
+                    tags={str(k): _tag_value(v) for k, v in (tags or {}).items()}).info.run_id
+    now = int(time.time() * 1000)
+    steps = [Metric(k, float(v), now, int(row["iter"])) for row in history for k, v in row.items() if k != "iter"]
+    values, labels = _split_metrics(metrics)
+    _retry(client.log_batch, run_id, metrics=steps + [Metric(k, v, now, 0) for k, v in values.items()],
+           params=[Param(str(k), _tag_value(v)) for k, v in params.items()],
+           tags=[RunTag(k, v) for k, v in labels.items()])
+    for path in artifacts:
+        _retry(client.log_artifact, run_id, str(path))
+    _retry(client.set_terminated, run_id)
     return run_id

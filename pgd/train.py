@@ -189,6 +189,20 @@ def compose(args) -> tuple[Any, dict[str, Any]]:
     return cfg, info
 
 
+def check_pretrained_backbone(cfg) -> None:
+    """Fail before anything is built when the backbone's local pretrained checkpoint is missing (the mini profile
+    loads `pgd pretrain`'s output), naming the file and how to make it, not deep inside init_weights."""
+    model = cfg.model
+    backbone = (model.get("student") or model).get("backbone") or {}
+    init = backbone.get("init_cfg") or {}
+    ckpt = str(init.get("checkpoint", "")) if init.get("type") == "Pretrained" else ""
+    if ckpt and "://" not in ckpt and not Path(ckpt).is_file():
+        raise TrainError(
+            f"pretrained backbone checkpoint not found: {ckpt}. Make it with `pgd pretrain --backbone "
+            f"{Path(ckpt).stem} --profile <profile> --out {ckpt}` (snakemake's pretrain_backbone rule does), or point "
+            f"$PGD_PRETRAINED_DIR or --set pretrained_dir=DIR at the folder that holds it")
+
+
 def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
     """Work dir, seed, launcher / distributed backend, resume and the MLflow backend: the same for every run."""
     import torch
@@ -365,6 +379,7 @@ def train(args) -> Path:
 
     set_threads(args.threads)
     cfg, info = compose(args)
+    check_pretrained_backbone(cfg)
     apply_runtime(cfg, args, info)
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def tiny_batch(n: int = 2, size: int = 64):
 
 @pytest.mark.parametrize('detector,backbone', ALL)
 def test_every_detector_builds_and_trains_one_step(detector, backbone):
-    """64 px (P7 is 1x1: DDOD's DCN runs through the small-input fix), batch 2, mini profile, from scratch."""
+    """64 px (P7 is 1x1: DDOD's DCN runs through the small-input fix), batch 2, mini profile (pretrained backbone:
+    tests/conftest.py's stand-in checkpoints)."""
     init_default_scope('mmdet')
     torch.manual_seed(0)
     cfg = compose_config(detector, backbone, 'mini', 'student')
@@ -56,10 +58,12 @@ def test_every_detector_builds_and_trains_one_step(detector, backbone):
     head_grad = sum(float(p.grad.abs().sum()) for p in model.bbox_head.parameters())
     backbone_grad = sum(float(p.grad.abs().sum()) for p in model.backbone.parameters() if p.grad is not None)
     assert head_grad > 0 and backbone_grad > 0
-    # mini trains BN from scratch: nothing frozen, BN in train mode
-    assert all(p.requires_grad for p in model.backbone.parameters())
+    # mini starts from the pretrained backbone with every BN frozen (eval mode, no affine grads), as the paper
     bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert bns and all(m.training for m in bns)
+    assert bns and not any(m.training for m in bns)
+    assert not any(p.requires_grad for m in bns for p in m.parameters())
+    convs = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[-1].weight.requires_grad
 
 
 def test_architecture_details():
@@ -149,9 +153,13 @@ def test_mini_profile_values():
     assert s.train_cfg.type == 'IterBasedTrainLoop' and t.train_cfg.type == 'IterBasedTrainLoop'
     assert t.train_cfg.max_iters > s.train_cfg.max_iters  # teachers train longer (budget-set, see mini.py)
     assert s.optim_wrapper.optimizer.type == 'AdamW' and s.optim_wrapper.clip_grad.max_norm == 35
-    for cfg in (s, t):
-        assert cfg.model.backbone.init_cfg is None and cfg.model.backbone.norm_eval is False
-        assert cfg.model.backbone.frozen_stages == -1
+    for cfg, backbone in ((s, 'r50'), (t, 'r101')):
+        # pretrained by `pgd pretrain` (tests/conftest.py points $PGD_PRETRAINED_DIR at stand-ins), BN and the
+        # stem + stage 1 frozen as in the paper profile
+        assert cfg.model.backbone.init_cfg == dict(type='Pretrained',
+                                                   checkpoint=f"{os.environ['PGD_PRETRAINED_DIR']}/{backbone}.pth")
+        assert cfg.model.backbone.norm_eval is True and cfg.model.backbone.norm_cfg.requires_grad is False
+        assert cfg.model.backbone.frozen_stages == 1
         sched = cfg.param_scheduler[1]
         assert sched.by_epoch is False and sched.end == cfg.train_cfg.max_iters
         assert sched.milestones == [cfg.train_cfg.max_iters * 8 // 12, cfg.train_cfg.max_iters * 11 // 12]

@@ -234,3 +234,21 @@ def test_vis_backend_config_drives_a_runner(tmp_path, store):
                                                                                                  a.path)}
     assert "config.py" in paths
     assert any(p.endswith(".log") for p in paths | nested)
+
+
+def test_log_run_records_params_history_and_metrics(tmp_path, store):
+    from pgd.tracking import log_run
+
+    summary = tmp_path / "r50.pth.json"
+    summary.write_text("{}")
+    run_id = log_run(store, "mini", "pretrain_r50", params={"iters": 3, "lr": 0.005},
+                     history=[{"iter": 1, "loss": 1.5}, {"iter": 3, "loss": 0.5}],
+                     metrics={"heldout_accuracy": 0.75}, tags={"role": "pretrain"}, artifacts=[summary])
+    client = client_for(store)
+    run = client.get_run(run_id)
+    assert run.info.run_name == "pretrain_r50" and run.info.status == "FINISHED"
+    assert run.data.params == {"iters": "3", "lr": "0.005"}
+    assert run.data.tags["role"] == "pretrain"
+    assert run.data.metrics["heldout_accuracy"] == 0.75
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 1.5), (3, 0.5)]
+    assert [a.path for a in client.list_artifacts(run_id)] == ["r50.pth.json"]

@@ -76,6 +76,23 @@ def data_root_arg(dataset):
     return f"--set data_root={shlex.quote(os.path.abspath(root) + '/')}"
 
 
+# ------------------------------------------------------------------ pretrained backbones
+# A profile with a `pretrain` section (mini) starts every backbone from `pgd pretrain`'s checkpoint in
+# <results>/<profile>/pretrained/; other profiles (paper: ImageNet weights) have no pretraining jobs.
+from pgd.config import load_profile
+
+PRETRAIN = bool(load_profile(PROFILE).get("pretrain"))
+PRETRAINED_DIR = f"{OUT}/pretrained"
+
+
+def pretrained_arg():
+    return f"--set pretrained_dir={shlex.quote(os.path.abspath(PRETRAINED_DIR))}" if PRETRAIN else ""
+
+
+def pretrained_input(backbone):
+    return [f"{PRETRAINED_DIR}/{backbone}.pth"] if PRETRAIN else []
+
+
 # The interpreter running Snakemake runs the jobs too (no reliance on `pgd` being on PATH).
 PYTHON = shlex.quote(sys.executable)
 PGD = f"{PYTHON} -m pgd.cli"
@@ -114,7 +131,7 @@ def train_command():
         f"if [ -e {marker} ]; then rm -f {wd}/iter_*.pth {wd}/last_checkpoint {marker}; fi; " + repair +
         f"{ENV} PGD_THREADS={{threads}} {launch} --run {{params.run_id}} --profile {PROFILE} "
         f"--matrix {{params.matrix}} --seed {{params.seed}} --work-dir {{params.work_dir}} {{params.teacher}} "
-        f"--threads {{threads}} --resume {{params.data_root}} {{params.extra}} > {{log}} 2>&1; "
+        f"--threads {{threads}} --resume {{params.data_root}} {{params.pretrained}} {{params.extra}} > {{log}} 2>&1; "
         f"touch {marker}" + cleanup
     )
 
@@ -131,13 +148,15 @@ def train_params(name):
         work_dir=run_path(name),
         teacher=f"--teacher-dir {run_path(teacher.name)}" if teacher else "",
         data_root=data_root_arg(inst.run.dataset),
+        pretrained=pretrained_arg(),
     )
 
 
 def train_inputs(wildcards):
     inst = INSTANCES[wildcards.run]
     teacher = MATRIX.teacher_of(inst)
-    return data_files(inst.run.dataset) + ([run_path(teacher.name, "model.pth")] if teacher else [])
+    return (data_files(inst.run.dataset) + pretrained_input(inst.run.backbone)
+            + ([run_path(teacher.name, "model.pth")] if teacher else []))
 
 
 # ------------------------------------------------------------------ tables and figures

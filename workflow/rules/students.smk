@@ -12,6 +12,7 @@ rule train_student:
         work_dir=lambda w: train_params(w.run)["work_dir"],
         teacher=lambda w: train_params(w.run)["teacher"],
         data_root=lambda w: train_params(w.run)["data_root"],
+        pretrained=lambda w: train_params(w.run)["pretrained"],
         extra=config["train_args"],
     threads: res("train_student", "threads")
     resources: **resources_of("train_student")

@@ -14,6 +14,7 @@ rule train_teacher:
         work_dir=lambda w: train_params(w.run)["work_dir"],
         teacher="",
         data_root=lambda w: train_params(w.run)["data_root"],
+        pretrained=lambda w: train_params(w.run)["pretrained"],
         extra=config["train_args"],
     # teachers gate 73 of the 79 students: start them before the plain students that could fill the cores
     priority: 10

@@ -1,0 +1,39 @@
+"""Session-wide test setup.
+
+The mini profile loads every backbone from `pgd pretrain`'s checkpoints ($PGD_PRETRAINED_DIR, default
+results/mini/pretrained). Tests must not depend on a user's results folder nor pay for real pretraining, so the
+session points $PGD_PRETRAINED_DIR at checkpoints of freshly initialised backbones, written once, in the format
+`pgd pretrain` writes (tests/test_pretrain.py checks that format against a real, short pretraining run).
+Subprocesses (pgd train, snakemake) inherit the variable.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pretrained_backbones(tmp_path_factory):
+    import logging
+
+    import torch
+    from mmengine.logging import MMLogger
+
+    from pgd.checkpoint import save_checkpoint
+    from pgd.pretrain import ShapeClassifier
+
+    directory = tmp_path_factory.mktemp("pretrained")
+    MMLogger.get_instance("mmengine").setLevel(logging.WARNING)
+    for backbone in ("r50", "r101", "mbv2"):
+        torch.manual_seed(0)
+        net = ShapeClassifier.build(backbone).backbone
+        save_checkpoint(dict(state_dict=net.state_dict(), meta=dict(backbone=backbone, source="tests")),
+                        directory / f"{backbone}.pth")
+    saved = os.environ.get("PGD_PRETRAINED_DIR")
+    os.environ["PGD_PRETRAINED_DIR"] = str(directory)
+    yield directory
+    if saved is None:
+        os.environ.pop("PGD_PRETRAINED_DIR", None)
+    else:
+        os.environ["PGD_PRETRAINED_DIR"] = saved

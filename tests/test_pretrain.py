@@ -1,0 +1,109 @@
+"""`pgd pretrain` and its synthetic shape-classification images (the mini profile's stand-in for ImageNet)."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import MMLogger
+
+from pgd.config import ConfigCompositionError, compose_config
+from pgd.data import synth_shapes
+from pgd.pretrain import ShapeClassifier, pretrain
+
+MMLogger.get_instance("mmengine").setLevel(logging.WARNING)
+
+
+def test_shape_images_are_deterministic_balanced_and_normalised():
+    a, la = synth_shapes.render_example(0, 5)
+    b, lb = synth_shapes.render_example(0, 5)
+    c, _ = synth_shapes.render_example(0, 6)
+    d, _ = synth_shapes.render_example(1, 5)
+    assert a.dtype == np.uint8 and a.shape == (64, 64, 3)
+    assert np.array_equal(a, b) and la == lb
+    assert not np.array_equal(a, c) and not np.array_equal(a, d)
+    x, y = synth_shapes.render_batch(0, range(600))
+    counts = np.bincount(y, minlength=synth_shapes.NUM_CLASSES)
+    assert counts.sum() == 600 and counts.min() >= 70 and counts.max() <= 130   # ~100 each of 6 classes
+    # the detectors' DetDataPreprocessor normalisation, RGB order, channels first
+    assert x.shape == (600, 3, 64, 64) and x.dtype == np.float32
+    back = x[5].transpose(1, 2, 0) * synth_shapes.STD + synth_shapes.MEAN
+    np.testing.assert_allclose(back, a.astype(np.float32), atol=1e-3)
+
+
+def test_one_object_of_the_labelled_class_per_image():
+    """The image is the detection set's renderer with exactly one object: its class is the label."""
+    from pgd.data.synth_coco import render_image
+
+    style = synth_shapes.classification_style(64)
+    rng = np.random.default_rng([0, synth_shapes.STREAM, 3])
+    img, objects = render_image(rng, 64, empty=False, style=style)
+    expected, label = synth_shapes.render_example(0, 3)
+    assert len(objects) == 1 and objects[0]["category_id"] - 1 == label
+    assert np.array_equal(img, expected)
+    x, y, w, h = objects[0]["bbox"]
+    assert 0.3 * 64 - 2 <= np.sqrt(w * h) <= 0.85 * 64 + 2
+
+
+def test_pretrain_checkpoint_loads_into_the_detector_backbone(tmp_path):
+    settings = dict(iters=2, batch_size=4, image_size=64, lr=1e-3, weight_decay=0.0, log_interval=1,
+                    eval_images=8)
+    summary = pretrain("mbv2", tmp_path / "mbv2.pth", settings, log=lambda *_: None)
+    assert summary["iters"] == 2 and [r["iter"] for r in summary["history"]] == [1, 2]
+    assert summary["heldout_accuracy"] in {i / 8 for i in range(9)}
+    assert json.loads((tmp_path / "mbv2.pth.json").read_text())["heldout_accuracy"] == summary["heldout_accuracy"]
+    # plain tensors only: torch's weights_only loader needs no allow-list
+    ckpt = torch.load(tmp_path / "mbv2.pth", weights_only=True)
+    assert ckpt["meta"]["backbone"] == "mbv2"
+    # the mini profile's init_cfg loads it into the detector's backbone, every tensor
+    from mmdet.registry import MODELS
+
+    cfg = compose_config("atss", "mbv2", "mini", "student", overrides={"pretrained_dir": str(tmp_path)})
+    assert cfg.model.backbone.init_cfg == dict(type="Pretrained", checkpoint=f"{tmp_path}/mbv2.pth")
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    own = model.backbone.state_dict()
+    assert set(own) == set(ckpt["state_dict"])
+    for key, value in ckpt["state_dict"].items():
+        assert torch.equal(own[key], value), key
+
+
+def test_classifier_uses_the_matrix_backbones():
+    for backbone, channels in (("r50", 2048), ("r101", 2048), ("mbv2", 1280)):
+        net = ShapeClassifier.build(backbone)
+        assert net.fc.in_features == channels and net.fc.out_features == 6
+    r101 = ShapeClassifier.build("r101").backbone
+    assert r101.depth == 101
+
+
+def test_pretrained_dir_only_for_local_checkpoints():
+    with pytest.raises(ConfigCompositionError, match="does not initialise the r50 backbone from a local"):
+        compose_config("atss", "r50", "paper", "student", overrides={"pretrained_dir": "/x"})
+
+
+def test_missing_checkpoint_is_named_before_training(tmp_path, monkeypatch):
+    from pgd.train import TrainError, check_pretrained_backbone
+
+    monkeypatch.setenv("PGD_PRETRAINED_DIR", str(tmp_path / "nowhere"))
+    cfg = compose_config("atss", "r50", "mini", "student")
+    with pytest.raises(TrainError, match=r"nowhere/r50\.pth.*pgd pretrain --backbone r50"):
+        check_pretrained_backbone(cfg)
+    teacher = compose_config("atss", "r101", "mini", "teacher").model.to_dict()
+    distilled = compose_config("atss", "r50", "mini", "student", method="pgd",
+                               teacher=dict(teacher_model=teacher))
+    with pytest.raises(TrainError, match=r"r50\.pth"):
+        check_pretrained_backbone(distilled)
+    paper = compose_config("atss", "r50", "paper", "student")   # torchvision:// is not a local file
+    check_pretrained_backbone(paper)
+
+
+@pytest.mark.slow
+def test_pretraining_learns_the_shapes(tmp_path):
+    """MobileNetV2, 300 iterations at the mini settings: held-out accuracy far above chance (1/6)."""
+    settings = dict(iters=300, batch_size=32, image_size=64, lr=0.005, weight_decay=0.05, log_interval=50,
+                    eval_images=256)
+    summary = pretrain("mbv2", tmp_path / "mbv2.pth", settings, log=lambda *_: None)
+    assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
+    assert summary["heldout_accuracy"] > 0.5
