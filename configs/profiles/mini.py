@@ -6,28 +6,28 @@
 # * data: results/data/synth_coco and results/data/synth_crowd (written by `pgd data`).
 # * images: the paper's 1333x800 test scale shrunk to 213x128; teachers train multi-scale over short sides
 #   77..154 (the paper's 480..960 range, same ratio to the test scale).
-# * from scratch: no pretrained weights exist offline, and BN stays trainable (norm_eval=False, nothing frozen):
-#   frozen BN only makes sense around pretrained statistics; frozen random-init BN would just be a fixed affine.
+# * backbones pretrained on synthetic shape classification (`pgd pretrain`, below), then BN and the stem + stage 1
+#   frozen, as the paper does around ImageNet weights.
 # * iteration-based schedules with the paper's shape (linear warm-up, x0.1 steps at 8/12 and 11/12 of the run).
 #   The budget, not the 3:1 ratio of the paper's 3x / 1x, sets the lengths: teachers 400 iterations, students
-#   70 (see "budget" below). Warm-up is max(10, iters / 12) iterations, so a 70-iteration student spends 10 of
+#   60 (see "budget" below). Warm-up is max(10, iters / 12) iterations, so a 60-iteration student spends 10 of
 #   them warming up rather than 20.
-# * optimiser: AdamW lr 1e-3, wd 0.05 (clip 35). From scratch at this length SGD (lr 0.01, batch 4) reached only
+# * optimiser: AdamW lr 1e-3, wd 0.05 (clip 35). Chosen when the detectors trained from scratch: there SGD (lr 0.01, batch 4) reached only
 #   COCO AP 3.4 after 300 ATSS-R50 iterations and its loss fell far more slowly (loss 2.75 vs 2.15 at iteration 50);
 #   SGD at lr 0.03 diverged. AdamW lr 3e-4 / 1e-3 / 3e-3, wd 1e-4, GroupNorm in the backbone and batch 2 x 200 it
 #   all land within +-1 AP of each other (docs/mini-profile.md): the recipe is not what holds AP down.
 #   The paper's SGD recipe stays in the paper profile.
 #
-# Budget (whole mini DAG: 6 teachers, 79 students, their evals; 2 jobs at a time on 2 cores, 1 thread each).
-# CPU seconds per train iteration at 128 px, batch 4, two 1-thread jobs at once (benchmarks/detector_speed.py):
-# R101 ~1.0 (DDOD 1.75), R50 0.65 (DDOD 1.4), MobileNetV2 0.4; a KD student adds the R101 teacher forward
-# (~0.2-0.3) and its KD loss; each run adds ~20 s of start-up and a 100-image eval job.
+# Budget (whole mini DAG: 3 pretrainings, 6 teachers, 79 students, their evals; 2 jobs at a time on 2 cores,
+# 1 thread each). CPU seconds per train iteration at 128 px, batch 4, two 1-thread jobs at once
+# (benchmarks/detector_speed.py): R101 ~1.0 (DDOD 1.75), R50 0.65 (DDOD 1.4), MobileNetV2 0.4; a KD student adds
+# the R101 teacher forward (~0.2-0.3) and its KD loss; each run adds ~20 s of start-up and a 100-image eval job.
+#   pretraining: 800 it x (1.0 R101 + 0.65 R50 + 0.2 MobileNetV2) ~ 1500 s (R101, ~13 min, gates the teachers)
 #   teachers: 4 x 400 x 0.85 + 2 DDOD x 400 x 1.5 (multi-scale averages 0.84 of the 128 px cost) ~ 2600 s
-#   students: 70 it x (55 R50 KD x 0.95 + 12 DDOD KD x 1.7 + 6 plain R50 + 9 MobileNetV2) ~ 5800 s, + 2000 s
-#   start-up and eval => ~10 400 CPU-s / 2 cores ~ 85 min of wall time (estimate). Measured for the whole DAG:
-#   ~121 min (students ~100 s each, not ~75 s): over budget; docs/mini-profile.md says where the time goes.
-# AP on the synthetic data is far below the AP 40 aimed for: from scratch, with a few hundred iterations, the
-# detectors underfit (train-set AP ~ val AP); docs/mini-profile.md has the measurements.
+#   students: 60 it x (55 R50 KD x 0.95 + 12 DDOD KD x 1.7 + 6 plain R50 + 9 MobileNetV2) ~ 5000 s, + 3200 s
+#   start-up and eval (measured ~40 s a run) => ~12 300 CPU-s / 2 cores ~ 100 min of wall time (estimate; the
+#   previous from-scratch profile, 70-iteration students and no pretraining, measured ~121 min).
+#   docs/mini-profile.md has the measured DAG.
 datasets = dict(coco='synth_coco', crowdhuman='synth_crowdhuman')
 img_scale = dict(coco=(213, 128), crowdhuman=(213, 128))  # (w, h): single-scale train and test
 ms_scale_range = dict(coco=[(213, 77), (213, 154)], crowdhuman=[(213, 77), (213, 154)])  # teachers
