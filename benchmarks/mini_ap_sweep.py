@@ -7,6 +7,10 @@ useCats=0: localisation without classification). Runs go two at a time (one torc
 
     .venv/bin/python benchmarks/mini_ap_sweep.py --out results/sweep                     # all variants, 300 it
     .venv/bin/python benchmarks/mini_ap_sweep.py --out results/sweep --variants easy plain --iters 100
+    # detection from a given pretrained backbone (docs/mini-profile.md, "Pretrained backbones"):
+    .venv/bin/pgd pretrain --backbone r50 --out results/sweep/p2000.pth --iters 2000 --lr 0.005 --no-mlflow
+    .venv/bin/python benchmarks/mini_ap_sweep.py --out results/sweep --variants easy --iters 400 --name _p2000 \
+        --pretrained results/sweep/p2000.pth
 """
 from __future__ import annotations
 
@@ -23,8 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # name -> (style overrides on top of 'easy' or a named base, pgd train --set overrides)
+# The profile's backbone is pretrained (`pgd pretrain`; $PGD_PRETRAINED_DIR or results/mini/pretrained) with frozen
+# BN; `_SCRATCH` restores the from-scratch setting of the measurements in docs/mini-profile.md.
+_SCRATCH = ["model.backbone.init_cfg=None", "model.backbone.norm_eval=False", "model.backbone.frozen_stages=-1",
+            "model.backbone.norm_cfg.requires_grad=True"]
 VARIANTS: dict[str, tuple[dict, list[str]]] = {
     "easy": ({}, []),
+    "easy_scratch": ({"base": "easy"}, _SCRATCH),
     "easy_lr3e-4": ({}, ["optim_wrapper.optimizer.lr=0.0003"]),
     "easy_wd1e-4": ({}, ["optim_wrapper.optimizer.weight_decay=0.0001"]),
     "easy_gn": ({}, ["model.backbone.norm_cfg={'type':'GN','num_groups':32,'requires_grad':True}"]),
@@ -104,9 +113,14 @@ def main() -> None:
     p.add_argument("--backbone", default="r50")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--set", action="append", default=[], help="extra `pgd train --set` override for every run")
+    p.add_argument("--pretrained", type=Path, help="backbone checkpoint (pgd pretrain) for every run")
     p.add_argument("--name", default="", help="suffix of the run directories (to tell --set variants apart)")
     args = p.parse_args()
     args.out = args.out.resolve()
+    if args.pretrained:
+        if not args.pretrained.is_file():
+            p.error(f"--pretrained {args.pretrained}: no such file")
+        args.set.append("model.backbone.init_cfg={'type':'Pretrained','checkpoint':'%s'}" % args.pretrained.resolve())
     for v in args.variants:  # generate serially: one process owns the style registry
         generate(v, args.out)
     with ThreadPoolExecutor(args.jobs) as pool:
