@@ -68,7 +68,9 @@ class ShapeClassifier:
         register_all_modules()
         # the backbone as every detector of the matrix builds it (ATSS's file; they all share it), trainable
         cfg = compose_config("atss", backbone, "mini", "student").model.backbone
-        cfg.update(init_cfg=None, frozen_stages=-1, norm_eval=False)
+        # everything trainable, BN included: the profile freezes BN for *detection* (around these statistics); frozen
+        # here, ResNet's zero-initialised last BN of each block would keep every residual branch at zero forever
+        cfg.update(init_cfg=None, frozen_stages=-1, norm_eval=False, norm_cfg=dict(type='BN', requires_grad=True))
         net = MODELS.build(cfg)
         import logging
 
