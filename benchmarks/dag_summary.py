@@ -1,48 +1,71 @@
-"""Summarise a (possibly partial) mini DAG: per-run AP / MR and job wall times, read off its results folder.
+"""Summarise a (possibly partial) mini DAG: per-run AP / MR, and job wall times from Snakemake's own log.
 
-    .venv/bin/python benchmarks/dag_summary.py results/mini
+    .venv/bin/python benchmarks/dag_summary.py results/mini --snakemake-log .snakemake/log/<latest>.snakemake.log
 
-Job time = last write of the job's output minus the first write of its log (Snakemake creates the log when the job
-starts). Pretraining prints its held-out accuracy; runs print their metrics.json.
+Job time = Snakemake's "Finished jobid" timestamp minus the job's start stamp (1 s resolution; jobs that share a
+machine run slower than alone). Pretraining prints its held-out accuracy; runs print their metrics.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
+from datetime import datetime
 from pathlib import Path
 
 
-def job_seconds(log: Path, output: Path) -> float | None:
-    if not (log.is_file() and output.is_file()):
-        return None
-    return output.stat().st_mtime - log.stat().st_ctime
+def job_times(log: Path) -> dict[str, float]:
+    """{'<rule>:<wildcards>': seconds} for every job the Snakemake log saw start and finish."""
+    stamp = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+    started: dict[str, list] = {}
+    seconds: dict[str, float] = {}
+    now, rule, job = None, None, None
+    for line in log.read_text().splitlines():
+        if m := stamp.match(line):
+            now = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+        elif m := re.match(r"^(?:local)?rule (\w+):$", line):
+            rule, job = m.group(1), None
+        elif rule and (m := re.match(r"^    jobid: (\d+)$", line)):
+            job = m.group(1)
+            started[job] = [f"{rule}:", now]
+        elif job and (m := re.match(r"^    wildcards: (.*)$", line)):
+            started[job][0] += m.group(1)
+        elif m := re.match(r"^Finished jobid: (\d+)", line):
+            if m.group(1) in started:
+                name, start = started[m.group(1)]
+                seconds[name] = (now - start).total_seconds()
+    return seconds
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path, help="results/<profile>")
+    p.add_argument("--snakemake-log", type=Path, help="the run's .snakemake/log/*.snakemake.log")
     args = p.parse_args()
-    out, logs = args.out, args.out / "logs"
-    for ckpt in sorted((out / "pretrained").glob("*.pth")):
+    times = job_times(args.snakemake_log) if args.snakemake_log else {}
+    for ckpt in sorted((args.out / "pretrained").glob("*.pth")):
         info = json.loads(Path(str(ckpt) + ".json").read_text())
-        print(f"pretrain {ckpt.stem:5s} acc {info['heldout_accuracy']:.3f}  {info['train_seconds']:.0f} s train")
+        job = times.get(f"pretrain_backbone:backbone={ckpt.stem}") or times.get(
+            f"pretrain_backbone_r101:backbone={ckpt.stem}")
+        print(f"pretrain {ckpt.stem:5s} acc {info['heldout_accuracy']:.3f}  job {job or 0:.0f} s")
     groups: dict[str, list[float]] = {}
-    for run in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:
-        train_s = job_seconds(logs / "train" / f"{run.name}.log", run / "model.pth")
-        eval_s = job_seconds(logs / "eval" / f"{run.name}.log", run / "metrics.json")
+    runs = sorted((args.out / "runs").iterdir()) if (args.out / "runs").is_dir() else []
+    for run in runs:
         metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
         shown = {k: metrics[k] for k in ("AP", "AP50", "APs", "APm", "APl", "MR", "JI") if k in metrics}
-        kind = "teacher" if run.name.endswith("_teacher") else "student"
-        if train_s is not None:
-            groups.setdefault(kind, []).append(train_s)
-        if eval_s is not None:
-            groups.setdefault("eval", []).append(eval_s)
-        times = f"train {train_s:5.0f} s" if train_s is not None else "train   -  "
-        times += f"  eval {eval_s:4.0f} s" if eval_s is not None else "  eval   - "
-        print(f"{run.name:32s} {times}  {shown}")
-    for kind, values in groups.items():
+        rule = "train_teacher" if run.name.endswith("_teacher") else "train_student"
+        train_s, eval_s = times.get(f"{rule}:run={run.name}"), times.get(f"eval:run={run.name}")
+        for kind, value in ((rule, train_s), ("eval", eval_s)):
+            if value is not None:
+                groups.setdefault(kind, []).append(value)
+        cols = f"train {train_s:5.0f} s" if train_s is not None else "train     - "
+        cols += f"  eval {eval_s:4.0f} s" if eval_s is not None else "  eval    - "
+        print(f"{run.name:32s} {cols}  {shown}")
+    for kind, values in sorted(groups.items()):
         print(f"{kind}: {len(values)} jobs, mean {statistics.mean(values):.0f} s, total {sum(values) / 60:.1f} min")
+    if times:
+        print(f"jobs finished: {len(times)}")
 
 
 if __name__ == "__main__":
