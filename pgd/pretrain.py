@@ -53,48 +53,45 @@ def pretrain_settings(profile: str) -> dict:
     return dict(prof.pretrain)
 
 
-class ShapeClassifier:
-    """Factory for backbone + global-average-pool + linear head (a torch.nn.Sequential-like module)."""
+def build_classifier(backbone: str):
+    """The matrix's backbone (as ATSS builds it; every detector shares it), all trainable, + global average pool +
+    a linear layer over the six shape classes."""
+    import logging
 
-    @staticmethod
-    def build(backbone: str):
-        import torch
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.logging import MMLogger
 
-        from pgd.config import compose_config
-        from pgd.data.synth_shapes import NUM_CLASSES
+    from pgd.config import compose_config
+    from pgd.data.synth_shapes import NUM_CLASSES
 
-        register_all_modules()
-        # the backbone as every detector of the matrix builds it (ATSS's file; they all share it), trainable
-        cfg = compose_config("atss", backbone, "mini", "student").model.backbone
-        # everything trainable, BN included: the profile freezes BN for *detection* (around these statistics); frozen
-        # here, ResNet's zero-initialised last BN of each block would keep every residual branch at zero forever
-        cfg.update(init_cfg=None, frozen_stages=-1, norm_eval=False, norm_cfg=dict(type='BN', requires_grad=True))
-        net = MODELS.build(cfg)
-        import logging
+    register_all_modules()
+    cfg = compose_config("atss", backbone, "mini", "student").model.backbone
+    # everything trainable, BN included: the profile freezes BN for *detection* (around these statistics); frozen
+    # here, ResNet's zero-initialised last BN of each block would keep every residual branch at zero forever
+    cfg.update(init_cfg=None, frozen_stages=-1, norm_eval=False, norm_cfg=dict(type='BN', requires_grad=True))
+    net = MODELS.build(cfg)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # init_weights reports every parameter at INFO
+    try:
+        net.init_weights()
+    finally:
+        logger.setLevel(level)
+    with torch.no_grad():
+        channels = net(torch.zeros(1, 3, 64, 64))[-1].shape[1]
 
-        from mmengine.logging import MMLogger
-        logger = MMLogger.get_current_instance()
-        level = logger.level
-        logger.setLevel(logging.WARNING)  # init_weights reports every parameter at INFO
-        try:
-            net.init_weights()
-        finally:
-            logger.setLevel(level)
-        with torch.no_grad():
-            channels = net(torch.zeros(1, 3, 64, 64))[-1].shape[1]
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = net
+            self.fc = torch.nn.Linear(channels, NUM_CLASSES)
 
-        class Classifier(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.backbone = net
-                self.fc = torch.nn.Linear(channels, NUM_CLASSES)
+        def forward(self, x):
+            return self.fc(self.backbone(x)[-1].mean(dim=(2, 3)))
 
-            def forward(self, x):
-                return self.fc(self.backbone(x)[-1].mean(dim=(2, 3)))
-
-        return Classifier()
+    return Classifier()
 
 
 def evaluate_accuracy(model, seed: int, image_size: int, images: int = EVAL_IMAGES, batch_size: int = 128) -> float:
@@ -124,7 +121,7 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
     iters, batch, size = int(settings["iters"]), int(settings["batch_size"]), int(settings["image_size"])
     warmup = max(1, iters // 20)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = ShapeClassifier.build(backbone).to(device)
+    model = build_classifier(backbone).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     # linear warm-up, then cosine to zero: a short run that ends converged rather than mid-step
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -21,13 +21,13 @@ def pretrained_backbones(tmp_path_factory):
     from mmengine.logging import MMLogger
 
     from pgd.checkpoint import save_checkpoint
-    from pgd.pretrain import ShapeClassifier
+    from pgd.pretrain import build_classifier
 
     directory = tmp_path_factory.mktemp("pretrained")
     MMLogger.get_instance("mmengine").setLevel(logging.WARNING)
     for backbone in ("r50", "r101", "mbv2"):
         torch.manual_seed(0)
-        net = ShapeClassifier.build(backbone).backbone
+        net = build_classifier(backbone).backbone
         save_checkpoint(dict(state_dict=net.state_dict(), meta=dict(backbone=backbone, source="tests")),
                         directory / f"{backbone}.pth")
     saved = os.environ.get("PGD_PRETRAINED_DIR")

@@ -11,7 +11,7 @@ from mmengine.logging import MMLogger
 
 from pgd.config import ConfigCompositionError, compose_config
 from pgd.data import synth_shapes
-from pgd.pretrain import ShapeClassifier, pretrain
+from pgd.pretrain import build_classifier, pretrain
 
 MMLogger.get_instance("mmengine").setLevel(logging.WARNING)
 
@@ -72,14 +72,14 @@ def test_pretrain_checkpoint_loads_into_the_detector_backbone(tmp_path):
 
 def test_classifier_uses_the_matrix_backbones_all_trainable():
     for backbone, channels in (("r50", 2048), ("r101", 2048), ("mbv2", 1280)):
-        net = ShapeClassifier.build(backbone)
+        net = build_classifier(backbone)
         assert net.fc.in_features == channels and net.fc.out_features == 6
         # the profile freezes BN for detection; pretraining must not inherit that (a frozen zero-init BN gamma
         # keeps ResNet's residual branches at zero: 27 % held-out accuracy instead of ~90 %)
         assert all(p.requires_grad for p in net.parameters())
         net.train()
         assert all(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    r101 = ShapeClassifier.build("r101").backbone
+    r101 = build_classifier("r101").backbone
     assert r101.depth == 101
 
 
