@@ -139,11 +139,18 @@ def _apply_backbone(model: ConfigDict, prof: Config, backbone: str) -> None:
         model.backbone[key] = copy.deepcopy(value)
 
 
+def local_pretrained_checkpoint(backbone_cfg: Mapping) -> str | None:
+    """The local file a backbone's ``init_cfg`` loads (``Pretrained``, not a ``torchvision://``-style URL), or None."""
+    init = backbone_cfg.get('init_cfg') or {}
+    ckpt = str(init.get('checkpoint', '')) if init.get('type') == 'Pretrained' else ''
+    return ckpt if ckpt and '://' not in ckpt else None
+
+
 def _set_pretrained_dir(model: ConfigDict, profile: str, backbone: str, directory: str) -> None:
     """Load the backbone from ``<directory>/<backbone>.pth`` (written by `pgd pretrain`) instead of the profile's
     default location. Only for profiles whose backbones start from a local checkpoint."""
     init = model.backbone.get('init_cfg') or {}
-    if init.get('type') != 'Pretrained' or '://' in str(init.get('checkpoint', '')):
+    if local_pretrained_checkpoint(model.backbone) is None:
         raise ConfigCompositionError(f'pretrained_dir given, but profile {profile!r} does not initialise the '
                                      f'{backbone} backbone from a local checkpoint (init_cfg={init})')
     model.backbone.init_cfg = dict(type='Pretrained', checkpoint=f'{directory.rstrip("/")}/{backbone}.pth')

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="override the profile's image size")
     p.add_argument("--eval-images", type=int, help="held-out images for the accuracy (default 512)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $PGD_THREADS)")
     p.add_argument("--results", default="results", help="results root holding <profile>/mlflow.db")
     p.add_argument("--no-mlflow", action="store_true")
     return p
@@ -101,10 +101,10 @@ def evaluate_accuracy(model, seed: int, image_size: int, images: int = EVAL_IMAG
 
     model.eval()
     correct = 0
+    device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, images, batch_size):
             x, y = render_batch(seed + EVAL_SEED_OFFSET, range(start, min(start + batch_size, images)), image_size)
-            device = next(model.parameters()).device
             correct += int((model(torch.from_numpy(x).to(device)).argmax(1).cpu() == torch.from_numpy(y)).sum())
     model.train()
     return correct / images
@@ -157,10 +157,9 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
+    from pgd.train import set_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     settings = pretrain_settings(args.profile)
     if args.iters is not None:
         settings["iters"] = args.iters

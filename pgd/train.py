@@ -192,11 +192,11 @@ def compose(args) -> tuple[Any, dict[str, Any]]:
 def check_pretrained_backbone(cfg) -> None:
     """Fail before anything is built when the backbone's local pretrained checkpoint is missing (the mini profile
     loads `pgd pretrain`'s output), naming the file and how to make it, not deep inside init_weights."""
+    from pgd.config import local_pretrained_checkpoint
+
     model = cfg.model
-    backbone = (model.get("student") or model).get("backbone") or {}
-    init = backbone.get("init_cfg") or {}
-    ckpt = str(init.get("checkpoint", "")) if init.get("type") == "Pretrained" else ""
-    if ckpt and "://" not in ckpt and not Path(ckpt).is_file():
+    ckpt = local_pretrained_checkpoint((model.get("student") or model).get("backbone") or {})
+    if ckpt and not Path(ckpt).is_file():
         raise TrainError(
             f"pretrained backbone checkpoint not found: {ckpt}. Make it with `pgd pretrain --backbone "
             f"{Path(ckpt).stem} --profile <profile> --out {ckpt}` (snakemake's pretrain_backbone rule does), or point "
