@@ -38,6 +38,9 @@ VARIANTS: dict[str, tuple[dict, list[str]]] = {
     "easy_wd1e-4": ({}, ["optim_wrapper.optimizer.weight_decay=0.0001"]),
     "easy_gn": ({}, ["model.backbone.norm_cfg={'type':'GN','num_groups':32,'requires_grad':True}"]),
     "easy_batch2": ({}, ["train_dataloader.batch_size=2"]),
+    # training precision (profile key train_precision), set explicitly whatever the profile's default
+    "easy_fp32": ({}, ["custom_hooks=[]"]),
+    "easy_bf16": ({}, ["custom_hooks=[{'type':'FeatureAutocastHook','dtype':'bfloat16'}]"]),
     "hard": ({"base": "hard"}, []),
     "plain": ({"buckets": (("medium", 0.6, 35.0, 92.0), ("large", 0.4, 100.0, 115.0)), "min_visible": 0.9,
                    "texture_prob": 0.0, "clutter": (0, 1), "clutter_over_prob": 0.0, "pattern_prob": 0.0, "sensor_noise": 1.0}, []),

@@ -30,7 +30,11 @@ DISTILLER_KEYS = ('init_student', 'teacher_guided_assign')
 PROFILE_BACKBONE_KEYS = ('init_cfg', 'frozen_stages', 'norm_eval', 'norm_cfg')
 # the profile keys compose_config reads (an unknown key is a typo, not a silent no-op)
 PROFILE_KEYS = {'datasets', 'schedules', 'img_scale', 'ms_scale_range', 'train_batch_size', 'num_workers',
-                'eval_images', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime', 'pretrain'}
+                'eval_images', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime', 'pretrain',
+                'train_precision'}
+# train_precision: 'fp32', or 'bf16' = backbone / neck / head convolutions under bf16 autocast while training,
+# assignment and losses in fp32 (pgd.models.feature_autocast.FeatureAutocastHook)
+TRAIN_PRECISIONS = ('fp32', 'bf16')
 
 
 class ConfigCompositionError(ValueError):
@@ -127,6 +131,16 @@ def _apply_schedule(cfg: Config, prof: Config, role: str) -> None:
     cfg.optim_wrapper = copy.deepcopy(prof.optim_wrapper)
     if prof.get('auto_scale_lr') is not None:
         cfg.auto_scale_lr = copy.deepcopy(prof.auto_scale_lr)
+
+
+def _apply_precision(cfg: Config, prof: Config, profile: str) -> None:
+    precision = prof.get('train_precision', 'fp32')
+    if precision not in TRAIN_PRECISIONS:
+        raise ConfigCompositionError(f'profile {profile!r}: train_precision must be one of {TRAIN_PRECISIONS}, '
+                                     f'got {precision!r}')
+    if precision == 'bf16':
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='FeatureAutocastHook',
+                                                                        dtype='bfloat16')]
 
 
 def _apply_backbone(model: ConfigDict, prof: Config, backbone: str) -> None:
@@ -246,6 +260,7 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
     _apply_schedule(cfg, prof, role)
     if prof.get('runtime'):
         _merge(cfg, prof.runtime)
+    _apply_precision(cfg, prof, profile)
 
     if method is not None:
         cfg.model = _distill_model(model, detector, backbone, dataset, method, method_overrides, teacher)

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="override the profile's iteration count")
     p.add_argument("--lr", type=float, help="override the profile's learning rate")
     p.add_argument("--image-size", type=int, help="override the profile's image size")
+    p.add_argument("--precision", choices=["bf16", "fp32"], help="override the profile's precision (bf16 autocast)")
     p.add_argument("--eval-images", type=int, help="held-out images for the accuracy (default 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $PGD_THREADS)")
@@ -121,7 +122,12 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
     iters, batch, size = int(settings["iters"]), int(settings["batch_size"]), int(settings["image_size"])
     warmup = max(1, iters // 20)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = build_classifier(backbone).to(device)
+    # channels_last + bf16 autocast: 1.6x faster on this CPU (avx512_bf16; R50 train step at 64 px, batch 32:
+    # 0.53 s fp32 -> 0.33 s; R101 0.89 -> 0.58). The weights, the optimiser and the loss stay fp32.
+    precision = settings.get("precision", "bf16")
+    if precision not in ("bf16", "fp32"):
+        raise SystemExit(f"pgd pretrain: precision must be 'bf16' or 'fp32' (got {precision!r})")
+    model = build_classifier(backbone).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     # linear warm-up, then cosine to zero: a short run that ends converged rather than mid-step
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -130,8 +136,9 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
     history, start, window = [], time.perf_counter(), []
     for it in range(iters):
         x, y = render_batch(seed, range(it * batch, (it + 1) * batch), size)
-        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x).to(device)),
-                                                 torch.from_numpy(y).to(device))
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(torch.from_numpy(x).to(device, memory_format=torch.channels_last))
+        loss = torch.nn.functional.cross_entropy(logits.float(), torch.from_numpy(y).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -145,6 +152,7 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
     seconds = time.perf_counter() - start
     accuracy = evaluate_accuracy(model, seed, size, int(settings.get("eval_images", EVAL_IMAGES)))
     summary = dict(backbone=backbone, iters=iters, batch_size=batch, image_size=size, lr=settings["lr"],
+                   precision=precision,
                    weight_decay=settings["weight_decay"], seed=seed, train_seconds=round(seconds, 1),
                    final_loss=history[-1]["loss"], heldout_accuracy=accuracy, history=history)
     state = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
@@ -169,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         settings["image_size"] = args.image_size
     if args.eval_images is not None:
         settings["eval_images"] = args.eval_images
+    if args.precision is not None:
+        settings["precision"] = args.precision
     for key in ("iters", "batch_size", "image_size", "eval_images"):
         if key in settings and int(settings[key]) < 1:
             raise SystemExit(f"pgd pretrain: {key} must be >= 1 (got {settings[key]})")

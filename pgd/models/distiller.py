@@ -48,7 +48,8 @@ class FeatureHooks:
     def _record(self, store: list[Tensor]):
         def hook(module, inputs, output):
             if self.armed:
-                store.append(output)
+                # fp32 even when the head runs under autocast (pgd.models.feature_autocast): KD losses are fp32
+                store.append(output.float() if output.dtype != torch.float32 else output)
         return hook
 
     def clear(self) -> None:

@@ -18,6 +18,7 @@ every other 'DCN' user (e.g. ResNet dcn stages) is unaffected.
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from mmcv.ops import DeformConv2dPack
 from mmengine.registry import MODELS
@@ -34,6 +35,11 @@ class SmallInputDeformConv2dPack(DeformConv2dPack):
     """DeformConv2dPack that zero-pads inputs smaller than the kernel and crops the output back."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if torch.is_autocast_enabled(x.device.type):
+            # mmcv's deform-conv kernels take one dtype for input, offset and weight (fp32 here): run this layer
+            # in fp32 inside an autocast region (pgd.models.feature_autocast)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self.forward(x.float())
         kh, kw = self.kernel_size
         h, w = x.shape[-2:]
         pad_h, pad_w = max(kh - h, 0), max(kw - w, 0)
