@@ -1,4 +1,4 @@
-"""PGD (ECCV 2022) reproduction: data -> teachers -> students -> eval -> pilot / heatmaps -> tables, figures -> report.
+"""PGD (ECCV 2022) reproduction: data -> pretraining -> teachers -> students (each trained + evaluated) -> pilot / heatmaps -> tables, figures -> report.
 
     snakemake --cores all                                   # everything, mini profile (synthetic data, CPU)
     snakemake --cores all table5                            # one table and only the runs it needs
@@ -23,7 +23,6 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/teachers.smk"
 include: "workflow/rules/students.smk"
-include: "workflow/rules/eval.smk"
 include: "workflow/rules/pilot.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="run name for MLflow with explicit fields (default: the work dir's name)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, value parsed as a Python literal (repeatable)")
+    p.add_argument("--eval", action="store_true",
+                   help="then test model.pth in this process and write metrics.json, as `pgd eval --run-dir` "
+                        "does (single-process runs only)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     p.add_argument("--seed", type=int, default=0)
@@ -378,6 +381,9 @@ def train(args) -> Path:
     from pgd.checkpoint import install_safe_globals
 
     set_threads(args.threads)
+    if args.eval and (args.launcher != "none" or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise TrainError("--eval tests in the training process, which a distributed run does not have to "
+                         "itself: run `pgd eval --run-dir <work dir>` after it")
     cfg, info = compose(args)
     check_pretrained_backbone(cfg)
     apply_runtime(cfg, args, info)
@@ -408,15 +414,23 @@ def train(args) -> Path:
     if is_main_process():
         export_model(runner.model, cfg, model_path,
                      {"iter": runner.iter, "epoch": runner.epoch, "seed": args.seed, **_dataset_meta(runner)})
+    if args.eval:
+        from pgd.eval import evaluate_and_log
+
+        del runner  # the training runner (and a teacher) need not stay in memory while testing
+        record, out = evaluate_and_log(work_dir, args.results, not args.no_mlflow)
+        print(f"pgd train: wrote {out}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "dataset"))
     return model_path
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe bad input (command line, matrix, config tree): a message, not a traceback."""
     from pgd.config import ConfigCompositionError
+    from pgd.eval import EvalError
+    from pgd.evaluation.metrics import MetricsError
     from pgd.matrix import MatrixError
 
-    return TrainError, ConfigCompositionError, MatrixError
+    return TrainError, ConfigCompositionError, MatrixError, EvalError, MetricsError
 
 
 def main(argv: list[str] | None = None) -> int:

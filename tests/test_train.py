@@ -245,3 +245,34 @@ def test_resume_continues_the_same_mlflow_run(tmp_path, tiny_coco):
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4, 6]
     assert run.data.params["train_cfg.max_iters"] == "4" and run.data.params["resume"] == "False"
+
+
+def test_train_eval_tests_in_process_into_the_same_mlflow_run(tmp_path, tiny_coco):
+    """`pgd train --eval` (what the workflow runs): model.pth, then metrics.json and the AP in the training's own
+    MLflow run, from one process."""
+    from mlflow.tracking import MlflowClient
+
+    from pgd import tracking
+    from pgd.evaluation import metrics as M
+
+    work_dir = tmp_path / "results" / "mini" / "runs" / "tiny_eval"
+    config = tmp_path / "tiny.py"
+    threads = torch.get_num_threads()
+    try:
+        config.write_text(tiny_config_text(tiny_coco, max_iters=2))
+        assert train.main(["--config", str(config), "--work-dir", str(work_dir), "--threads", "1", "--eval"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rec = M.read_metrics_json(work_dir / "metrics.json")
+    assert rec["dataset"] == "coco" and 0.0 <= rec["AP"] <= rec["AP50"] <= 100.0
+    client = MlflowClient(tracking_uri=tracking.tracking_uri(tmp_path / "results" / "mini"))
+    runs = client.search_runs([client.get_experiment_by_name("pgd-mini").experiment_id])
+    assert [r.info.run_name for r in runs] == ["tiny_eval"]
+    assert runs[0].data.metrics["AP"] == pytest.approx(rec["AP"])
+    assert "loss" in runs[0].data.metrics
+
+
+def test_train_eval_refuses_distributed_launch(tmp_path, capsys):
+    assert train.main(["--detector", "atss", "--backbone", "r50", "--role", "student", "--work-dir",
+                       str(tmp_path / "w"), "--launcher", "pytorch", "--eval", "--no-mlflow"]) == 2
+    assert "pgd eval --run-dir" in capsys.readouterr().err

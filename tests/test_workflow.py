@@ -64,7 +64,7 @@ def expected_all(m, seeds):
     n_teachers = len(m.teachers)
     n_students = len(m.students) * len(seeds)
     coco_teachers = sum(r.dataset == "coco" for r in m.teachers)
-    return dict(train_teacher=n_teachers, train_student=n_students, eval=n_teachers + n_students,
+    return dict(train_teacher=n_teachers, train_student=n_students,
                 pilot_run=coco_teachers, heatmap=coco_teachers, figure=4, table=8, report_page=1, all=1)
 
 
@@ -92,7 +92,7 @@ def test_named_table_rule_builds_only_what_it_needs(tmp_path, m, target, table):
     datasets = {r.dataset for r in need}
     exp = Counter(train_teacher=sum(r.role == "teacher" for r in need),
                   train_student=sum(r.role == "student" for r in need),
-                  eval=len(cells), table=1, **{target: 1})
+                  table=1, **{target: 1})
     exp.update({"data_coco" if d == "coco" else "data_crowdhuman": 1 for d in datasets})
     backbones = {r.backbone for r in need}                      # one pretraining per backbone used
     exp.update(pretrain_backbone=len(backbones - {"r101"}), pretrain_backbone_r101=int("r101" in backbones))
@@ -101,15 +101,15 @@ def test_named_table_rule_builds_only_what_it_needs(tmp_path, m, target, table):
 
 
 def test_table5_counts_by_hand(tmp_path):
-    # ATSS teacher + plain student + Ours + six strategies; nine cells evaluated
+    # ATSS teacher + plain student + Ours + six strategies; each training job also evaluates its run
     assert dry("table5", results=tmp_path) == Counter(data_coco=1, pretrain_backbone=1, pretrain_backbone_r101=1,
                                                        train_teacher=1,
-                                                       train_student=8, eval=9, table=1, table5=1)
+                                                       train_student=8, table=1, table5=1)
 
 
 def test_table6_and_pilot(tmp_path):
     assert dry("table6", results=tmp_path) == Counter(
-        data_coco=1, pretrain_backbone=1, pretrain_backbone_r101=1, train_teacher=2, train_student=7 + 14, eval=7 + 14, table=2, table6=1)
+        data_coco=1, pretrain_backbone=1, pretrain_backbone_r101=1, train_teacher=2, train_student=7 + 14, table=2, table6=1)
     assert dry("pilot", results=tmp_path) == Counter(data_coco=1, pretrain_backbone_r101=1, train_teacher=5,
                                                      pilot_run=5, figure=1, pilot=1)
 
@@ -122,12 +122,15 @@ def test_commands(tmp_path, paper_roots):
     assert f"--teacher-dir {tmp_path}/mini/runs/atss_r101_teacher" in line
     assert "--profile mini" in line and "--seed 0" in line and "--resume" in line and "PGD_THREADS=" in line
     assert f"--work-dir {tmp_path}/mini/runs/atss_r50_pgd " in line
+    assert "pgd.cli train --eval" in line and "pgd.cli eval" not in line       # tested in the training process
     target = str(tmp_path / "paper" / "runs" / "atss_r50_pgd_s2" / "model.pth")
     out = snakemake("-n", "-p", target, results=tmp_path, config=paper_roots).stdout
     line = next(ln for ln in out.splitlines() if "--run atss_r50_pgd " in ln)
     assert "torch.distributed.run --standalone --nproc_per_node=8 -m pgd.cli train --launcher pytorch" in line
     assert "--seed 2" in line and f"--work-dir {tmp_path}/paper/runs/atss_r50_pgd_s2" in line
     assert f"--teacher-dir {tmp_path}/paper/runs/atss_r101_teacher " in line    # teachers: seed 0 only
+    # torchrun's ranks do not test: one `pgd eval` process follows in the same job
+    assert re.search(rf"&& .*pgd.cli eval --run-dir {tmp_path}/paper/runs/atss_r50_pgd_s2 ", line)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,

@@ -110,13 +110,17 @@ def train_command():
     """The training job. `--resume` continues an interrupted job from its last iter_*.pth. A run directory whose
     training once completed (marker TRAINED) holds checkpoints of a superseded run - Snakemake reruns a finished
     job only because its inputs or settings changed - so those are cleared and training starts afresh."""
+    wd = "{params.work_dir}"
     if config["launcher"] == "pytorch":
-        # paper scale: one process per GPU of the job; mmengine initialises the process group from torchrun's env
+        # paper scale: one process per GPU of the job; mmengine initialises the process group from torchrun's env.
+        # The test then runs as one process of its own (pgd eval) on the job's first GPU.
         launch = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node={{resources.gpu}} "
                   "-m pgd.cli train --launcher pytorch")
+        evaluate = f" && {ENV} PGD_THREADS={{threads}} {PGD} eval --run-dir {wd} >> {{log}} 2>&1"
     else:
-        launch = f"{PGD} train"
-    wd = "{params.work_dir}"
+        # the test in the training process: one interpreter / mmdet start-up per run instead of two
+        launch = f"{PGD} train --eval"
+        evaluate = ""
     marker = f"{wd}/{TRAINED}"
     # mmengine deletes the oldest kept checkpoint *before* writing the next one, so a kill during that write can
     # leave last_checkpoint naming a file that does not exist: point it at the newest iter_*.pth left, or drop it
@@ -131,8 +135,8 @@ def train_command():
         f"if [ -e {marker} ]; then rm -f {wd}/iter_*.pth {wd}/last_checkpoint {marker}; fi; " + repair +
         f"{ENV} PGD_THREADS={{threads}} {launch} --run {{params.run_id}} --profile {PROFILE} "
         f"--matrix {{params.matrix}} --seed {{params.seed}} --work-dir {{params.work_dir}} {{params.teacher}} "
-        f"--threads {{threads}} --resume {{params.data_root}} {{params.pretrained}} {{params.extra}} > {{log}} 2>&1; "
-        f"touch {marker}" + cleanup
+        f"--threads {{threads}} --resume {{params.data_root}} {{params.pretrained}} {{params.extra}} > {{log}} 2>&1"
+        + evaluate + f"; touch {marker}" + cleanup
     )
 
 

@@ -3,7 +3,9 @@
 
 rule train_student:
     input: train_inputs
-    output: run_path("{run}", "model.pth")
+    output:
+        model=run_path("{run}", "model.pth"),
+        metrics=run_path("{run}", "metrics.json"),
     wildcard_constraints: run=STUDENT_RE
     params:
         matrix=MATRIX_FILE,

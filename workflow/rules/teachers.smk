@@ -1,11 +1,15 @@
-# Training. `pgd train` composes the run's config from its matrix row, trains with mmengine's Runner and writes
-# model.pth atomically at the end, so a model.pth that exists is complete; --resume continues an interrupted run
-# from the last iter_*.pth in its work dir (mmengine's last_checkpoint).
+# Training and evaluation, one job per run. `pgd train` composes the run's config from its matrix row, trains with
+# mmengine's Runner and writes model.pth atomically at the end, so a model.pth that exists is complete; --resume
+# continues an interrupted run from the last iter_*.pth in its work dir (mmengine's last_checkpoint). Then the same
+# job tests model.pth and writes metrics.json (COCO AP family, or MR / AP / JI on CrowdHuman) into the run's MLflow
+# run: in the training process (`--eval`) where it runs alone, as a `pgd eval` after torchrun otherwise.
 
 
 rule train_teacher:
     input: train_inputs
-    output: run_path("{run}", "model.pth")
+    output:
+        model=run_path("{run}", "model.pth"),
+        metrics=run_path("{run}", "metrics.json"),
     wildcard_constraints: run=TEACHER_RE
     params:
         matrix=MATRIX_FILE,
