@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/dag_summary.py results/mini --snakemake-log .snakemake/log/<latest>.snakemake.log
 
 Job time = Snakemake's "Finished jobid" timestamp minus the job's start stamp (1 s resolution; jobs that share a
-machine run slower than alone). Pretraining prints its held-out accuracy; runs print their metrics.json.
+machine run slower than alone); a run's job trains and then evaluates (`pgd train --eval`). Pretraining prints its
+held-out accuracy; runs print their metrics.json; the last line is the wall time from the first job's start to the
+last job's end.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ def job_times(log: Path) -> dict[str, float]:
     stamp = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
     started: dict[str, list] = {}
     seconds: dict[str, float] = {}
+    span = [None, None]
     now, rule, job = None, None, None
     for line in log.read_text().splitlines():
         if m := stamp.match(line):
@@ -29,12 +32,16 @@ def job_times(log: Path) -> dict[str, float]:
         elif rule and (m := re.match(r"^    jobid: (\d+)$", line)):
             job = m.group(1)
             started[job] = [f"{rule}:", now]
+            span[0] = span[0] or now
         elif job and (m := re.match(r"^    wildcards: (.*)$", line)):
             started[job][0] += m.group(1)
         elif m := re.match(r"^Finished jobid: (\d+)", line):
             if m.group(1) in started:
                 name, start = started[m.group(1)]
                 seconds[name] = (now - start).total_seconds()
+                span[1] = now
+    if span[0] and span[1]:
+        seconds["(wall)"] = (span[1] - span[0]).total_seconds()
     return seconds
 
 
@@ -55,17 +62,16 @@ def main() -> None:
         metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
         shown = {k: metrics[k] for k in ("AP", "AP50", "APs", "APm", "APl", "MR", "JI") if k in metrics}
         rule = "train_teacher" if run.name.endswith("_teacher") else "train_student"
-        train_s, eval_s = times.get(f"{rule}:run={run.name}"), times.get(f"eval:run={run.name}")
-        for kind, value in ((rule, train_s), ("eval", eval_s)):
-            if value is not None:
-                groups.setdefault(kind, []).append(value)
-        cols = f"train {train_s:5.0f} s" if train_s is not None else "train     - "
-        cols += f"  eval {eval_s:4.0f} s" if eval_s is not None else "  eval    - "
+        job_s = times.get(f"{rule}:run={run.name}")
+        if job_s is not None:
+            groups.setdefault(rule, []).append(job_s)
+        cols = f"train+eval {job_s:5.0f} s" if job_s is not None else "train+eval     - "
         print(f"{run.name:32s} {cols}  {shown}")
     for kind, values in sorted(groups.items()):
         print(f"{kind}: {len(values)} jobs, mean {statistics.mean(values):.0f} s, total {sum(values) / 60:.1f} min")
     if times:
-        print(f"jobs finished: {len(times)}")
+        wall = times.pop("(wall)", None)
+        print(f"jobs finished: {len(times)}" + (f"; wall {wall / 60:.1f} min" if wall else ""))
 
 
 if __name__ == "__main__":
