@@ -70,6 +70,22 @@ def test_pretrain_checkpoint_loads_into_the_detector_backbone(tmp_path):
         assert torch.equal(own[key], value), key
 
 
+def test_bf16_pretraining_matches_fp32_and_keeps_fp32_weights(tmp_path):
+    """Autocast only: the first step's loss agrees with fp32 (same seed, same batch); the checkpoint stays fp32."""
+    first = {}
+    for precision in ("bf16", "fp32"):
+        settings = dict(iters=1, batch_size=4, image_size=64, lr=1e-3, weight_decay=0.0, log_interval=1,
+                        eval_images=4, precision=precision)
+        summary = pretrain("mbv2", tmp_path / f"{precision}.pth", settings, log=lambda *_: None)
+        assert summary["precision"] == precision
+        first[precision] = summary["history"][0]["loss"]
+        state = torch.load(tmp_path / f"{precision}.pth", weights_only=True)["state_dict"]
+        assert {v.dtype for v in state.values()} <= {torch.float32, torch.int64}
+    assert first["bf16"] == pytest.approx(first["fp32"], rel=0.05)   # measured 2.010 vs 1.942 (random init)
+    with pytest.raises(SystemExit, match="precision"):
+        pretrain("mbv2", tmp_path / "x.pth", dict(settings, precision="fp16"), log=lambda *_: None)
+
+
 def test_classifier_uses_the_matrix_backbones_all_trainable():
     for backbone, channels in (("r50", 2048), ("r101", 2048), ("mbv2", 1280)):
         net = build_classifier(backbone)
