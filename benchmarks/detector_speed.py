@@ -4,7 +4,8 @@ Wall seconds and CPU seconds per iteration are both reported: with one torch thr
 wall time on an idle machine when the machine is shared. Each configuration runs in its own subprocess so that its peak RSS (resource.getrusage ru_maxrss; tracemalloc
 does not see torch's allocator) is its own. A step = data preprocessing + forward + losses + backward + SGD
 update on a random batch at the profile's training size (mini: 128x128 after its 213x128 keep-ratio resize).
-Teachers (role=teacher) train at the top of their multi-scale range, the worst case.
+Teachers (role=teacher) train at the top of their multi-scale range, the worst case. Precision follows the profile
+(mini: the conv trunk in bf16, `train_precision`) unless --precision says otherwise.
 
     .venv/bin/python benchmarks/detector_speed.py                        # all 15, mini, student size
     .venv/bin/python benchmarks/detector_speed.py --detectors atss fcos --backbones r50 --iters 5
@@ -29,7 +30,7 @@ def _cpu_seconds() -> float:
 
 
 def measure(detector: str, backbone: str, profile: str, role: str, size: int | None, batch: int | None,
-            iters: int, warmup: int, threads: int) -> dict:
+            iters: int, warmup: int, threads: int, precision: str = 'profile') -> dict:
     """Runs inside the child process."""
     import torch
     torch.set_num_threads(threads)
@@ -55,6 +56,15 @@ def measure(detector: str, backbone: str, profile: str, role: str, size: int | N
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
+    if precision == 'profile':
+        hooks = [h for h in cfg.get('custom_hooks') or [] if h.get('type') == 'FeatureAutocastHook']
+        precision = 'bf16' if hooks else 'fp32'
+    if precision == 'bf16':
+        from pgd.models.feature_autocast import FeatureAutocastHook
+
+        hook = FeatureAutocastHook()   # what the Runner does through custom_hooks, for every step here
+        hook.wrap(model)
+        hook.active = True
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
 
@@ -84,7 +94,7 @@ def measure(detector: str, backbone: str, profile: str, role: str, size: int | N
     sec = (time.perf_counter() - start) / iters
     cpu = (_cpu_seconds() - cpu0) / iters
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return dict(detector=detector, backbone=backbone, role=role, size=size, batch=batch,
+    return dict(detector=detector, backbone=backbone, role=role, size=size, batch=batch, precision=precision,
                 sec_per_iter=round(sec, 3), cpu_sec_per_iter=round(cpu, 3), peak_rss_mb=round(peak_mb))
 
 
@@ -99,13 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--iters', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--precision', default='profile', choices=['profile', 'fp32', 'bf16'],
+                   help="'profile': the profile's train_precision (default)")
     p.add_argument('--child', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.child:
         det, bb = args.child.split(':')
         print(json.dumps(measure(det, bb, args.profile, args.role, args.size, args.batch, args.iters,
-                                 args.warmup, args.threads)))
+                                 args.warmup, args.threads, args.precision)))
         return 0
 
     rows = []
@@ -113,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         for bb in args.backbones:
             cmd = [sys.executable, __file__, '--child', f'{det}:{bb}', '--profile', args.profile,
                    '--role', args.role, '--iters', str(args.iters), '--warmup', str(args.warmup),
-                   '--threads', str(args.threads)]
+                   '--threads', str(args.threads), '--precision', args.precision]
             cmd += ['--size', str(args.size)] if args.size else []
             cmd += ['--batch', str(args.batch)] if args.batch else []
             out = subprocess.run(cmd, capture_output=True, text=True)
@@ -122,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"{det:<11}{bb:<6}{row['size']:>5}px x{row['batch']:<3}{row['sec_per_iter']:>8.3f} s/iter"
+            print(f"{det:<11}{bb:<6}{row['size']:>5}px x{row['batch']:<3}{row['precision']:>5}"
+                  f"{row['sec_per_iter']:>8.3f} s/iter"
                   f"{row['cpu_sec_per_iter']:>8.3f} cpu-s/iter{row['peak_rss_mb']:>8d} MB", flush=True)
     return 0
 
