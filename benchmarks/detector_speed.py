@@ -53,6 +53,7 @@ def measure(detector: str, backbone: str, profile: str, role: str, size: int | N
     scales = resize.scale if resize.type == 'RandomResize' else [resize.scale]
     size = size or max(min(s) for s in scales)  # short side of the (largest) training scale
     batch = batch or cfg.train_dataloader.batch_size
+    cfg.model.backbone.init_cfg = None  # speed does not depend on the weights; no pretrained checkpoint needed
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
