@@ -125,3 +125,16 @@ def test_gt_is_scaled_into_the_input_frame():
     gt_boxes, gt_labels, gt_valid = F.input_frame_gt(samples)
     assert gt_boxes[0, 0].tolist() == [20.0, 10.0, 60.0, 20.0]
     assert gt_valid.tolist() == [[True], [False]] and gt_labels.tolist() == [[0], [-1]]
+
+
+def test_fig5_shows_the_k_best_boxes_or_those_above_a_threshold():
+    import torch
+
+    boxes = torch.tensor([[0., 0, 10, 10], [1, 1, 5, 5], [2, 2, 8, 8], [3, 3, 9, 9]])
+    scores = torch.tensor([0.05, 0.20, 0.12, 0.01])
+    # k = number of GT objects, best first, whatever the scores (short mini runs never reach 0.3)
+    np.testing.assert_array_equal(F.shown_detections(boxes, scores, 2), boxes[[1, 2]].numpy())
+    assert len(F.shown_detections(boxes, scores, 0)) == 1          # an empty image still shows the best guess
+    assert len(F.shown_detections(boxes, scores, 9)) == 4
+    np.testing.assert_array_equal(F.shown_detections(boxes, scores, 2, score_thr=0.1), boxes[[1, 2]].numpy())
+    assert F.shown_detections(boxes, scores, 2, score_thr=0.3).shape == (0, 4)
