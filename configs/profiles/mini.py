@@ -23,10 +23,11 @@
 # faster steps on this CPU, DDOD 1.2x). CPU seconds per train iteration at 128 px, batch 4, two 1-thread jobs at
 # once, fp32 (benchmarks/detector_speed.py): R101 ~1.0 (DDOD 1.75), R50 0.65 (DDOD 1.4), MobileNetV2 0.4; a KD
 # student adds the R101 teacher forward (~0.2-0.3) and its KD loss; a run adds ~10 s of start-up and ~12 s of test.
-#   pretraining: 1500 it x (0.6 R101 + 0.33 R50 + 0.12 MobileNetV2) bf16 ~ 1600 s (R101 ~15 min gates the teachers)
-#   teachers: 4 x 600 x ~0.55 + 2 DDOD x 600 x ~1.3 ~ 2900 s
-#   students: 79 x (60 it x ~0.6 + ~22 s start-up and test) ~ 4600 s
-#   => ~9 100 CPU-s / 2 cores ~ 75 min of wall time (docs/mini-profile.md has the measured DAG).
+#   pretraining: 1500 it bf16: R101 956 s (gates the teachers), R50 590 s, MobileNetV2 305 s  ~ 31 CPU-min
+#   teachers: 600 it: FCOS / AutoAssign / ATSS / GFL 451-486 s, DDOD (COCO, CrowdHuman) ~1020 s  ~ 65 CPU-min
+#   students: 60 it + test in the same job: R50 ~58 s, MobileNetV2 ~40 s, DDOD ~110 s (79 runs)  ~ 87 CPU-min
+#   => measured (2026-11-25, fresh clone, nothing else running): 93 min of wall time for the 114 jobs
+#   (docs/mini-profile.md). Teachers 500 it or students 50 it would each save ~5 min, at some AP.
 datasets = dict(coco='synth_coco', crowdhuman='synth_crowdhuman')
 img_scale = dict(coco=(213, 128), crowdhuman=(213, 128))  # (w, h): single-scale train and test
 ms_scale_range = dict(coco=[(213, 77), (213, 154)], crowdhuman=[(213, 77), (213, 154)])  # teachers
