@@ -23,7 +23,7 @@ from mmengine.hooks import Hook
 from torch import nn
 
 TRUNK_PARTS = ('backbone', 'neck', 'bbox_head')
-DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
+DTYPES = {'bfloat16': torch.bfloat16}  # float16 would need a loss scaler against underflow: not offered
 
 
 def to_float32(value: Any) -> Any:
@@ -61,8 +61,7 @@ class FeatureAutocastHook(Hook):
     """Train the detector's convolutional trunk under autocast (see the module docstring).
 
     Args:
-        dtype: 'bfloat16' (default; CPUs with avx512_bf16 / AMX and Ampere+ GPUs) or 'float16' (GPU only; a loss
-            scaler would be needed against underflow, which this hook does not provide, so prefer bfloat16).
+        dtype: 'bfloat16' (CPUs with avx512_bf16 / AMX, and Ampere or newer GPUs).
     """
 
     priority = 'VERY_HIGH'
@@ -78,7 +77,7 @@ class FeatureAutocastHook(Hook):
         for module in trunk_modules(model):
             if 'forward' in vars(module):
                 continue  # already wrapped (or patched by someone else: leave it alone)
-            module.forward = self._autocast_forward(module.forward)
+            module.forward = self._autocast_forward(module, module.forward)
             self._wrapped.append(module)
 
     def unwrap(self) -> None:
@@ -86,14 +85,13 @@ class FeatureAutocastHook(Hook):
             del module.forward
         self._wrapped.clear()
 
-    def _autocast_forward(self, forward):
+    def _autocast_forward(self, module: nn.Module, forward):
         @functools.wraps(forward)
         def wrapped(*args, **kwargs):
             if not self.active:
                 return forward(*args, **kwargs)
-            device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), 'cpu')
-            if device == 'cpu' and self.dtype == torch.float16:
-                raise RuntimeError('FeatureAutocastHook: float16 autocast needs a GPU; use dtype="bfloat16"')
+            # the module's own device: a head's input is a tuple of maps, not a tensor
+            device = next(module.parameters()).device.type
             with torch.autocast(device_type=device, dtype=self.dtype):
                 out = forward(*args, **kwargs)
             return to_float32(out)
