@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from pgd.atomic import atomic_write_text
+from pgd.config import TRAIN_PRECISIONS
 
 EVAL_SEED_OFFSET = 1000  # held-out images come from seed + this: never seen in training
 EVAL_IMAGES = 512  # default held-out set size (profile key `eval_images`, --eval-images)
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="override the profile's iteration count")
     p.add_argument("--lr", type=float, help="override the profile's learning rate")
     p.add_argument("--image-size", type=int, help="override the profile's image size")
-    p.add_argument("--precision", choices=["bf16", "fp32"], help="override the profile's precision (bf16 autocast)")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="override the profile's precision (bf16 autocast)")
     p.add_argument("--eval-images", type=int, help="held-out images for the accuracy (default 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $PGD_THREADS)")
@@ -125,8 +126,8 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
     # channels_last + bf16 autocast: 1.6x faster on this CPU (avx512_bf16; R50 train step at 64 px, batch 32:
     # 0.53 s fp32 -> 0.33 s; R101 0.89 -> 0.58). The weights, the optimiser and the loss stay fp32.
     precision = settings.get("precision", "bf16")
-    if precision not in ("bf16", "fp32"):
-        raise SystemExit(f"pgd pretrain: precision must be 'bf16' or 'fp32' (got {precision!r})")
+    if precision not in TRAIN_PRECISIONS:
+        raise SystemExit(f"pgd pretrain: precision must be one of {TRAIN_PRECISIONS} (got {precision!r})")
     model = build_classifier(backbone).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     # linear warm-up, then cosine to zero: a short run that ends converged rather than mid-step
