@@ -57,15 +57,21 @@ def measure(detector: str, backbone: str, profile: str, role: str, size: int | N
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
-    if precision == 'profile':
-        hooks = [h for h in cfg.get('custom_hooks') or [] if h.get('type') == 'FeatureAutocastHook']
-        precision = 'bf16' if hooks else 'fp32'
-    if precision == 'bf16':
-        from pgd.models.feature_autocast import FeatureAutocastHook
+    # the profile's training hooks, as the Runner calls them: bf16 trunk (unless --precision says otherwise),
+    # frozen DCN offsets (mini)
+    from types import SimpleNamespace
 
-        hook = FeatureAutocastHook()   # what the Runner does through custom_hooks, for every step here
-        hook.wrap(model)
-        hook.active = True
+    from mmdet.registry import HOOKS
+
+    hook_cfgs = [h for h in cfg.get('custom_hooks') or [] if h.get('type') != 'FeatureAutocastHook']
+    profile_bf16 = len(hook_cfgs) < len(cfg.get('custom_hooks') or [])
+    precision = ('bf16' if profile_bf16 else 'fp32') if precision == 'profile' else precision
+    if precision == 'bf16':
+        hook_cfgs.append(dict(type='FeatureAutocastHook'))
+    for hook in (HOOKS.build(h) for h in hook_cfgs):
+        hook.before_train(SimpleNamespace(model=model))
+        if hasattr(hook, 'active'):
+            hook.active = True   # FeatureAutocastHook: every step here is a train iteration
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
 

@@ -242,3 +242,40 @@ def test_dcn_registry_resolves_to_the_fix():
     init_default_scope('mmdet')
     assert MODELS.get('DCN') is SmallInputDeformConv2dPack
     assert MODELS.get('SmallInputDCN') is SmallInputDeformConv2dPack
+
+
+@pytest.mark.parametrize('size', [(9, 11), (2, 2), (1, 1)])
+def test_dcn_with_frozen_zero_offsets_is_exactly_a_conv(size):
+    """Frozen all-zero offsets (the mini profile): the fast plain-conv path gives mmcv's DCN output and the same
+    input / weight gradients; offsets that still train keep the DCN path (they get gradients)."""
+    torch.manual_seed(0)
+    conv = SmallInputDeformConv2dPack(8, 6, 3, padding=1)
+    x = torch.randn(2, 8, *size, requires_grad=True)
+    ref = conv(x)                                         # trainable offsets: mmcv's kernels
+    ref.square().sum().backward()
+    assert conv.conv_offset.weight.grad is not None
+    ref_gx, ref_gw = x.grad.clone(), conv.weight.grad.clone()
+    x.grad, conv.weight.grad = None, None
+
+    conv.conv_offset.requires_grad_(False)
+    assert conv.offsets_frozen_at_zero()
+    out = conv(x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    out.square().sum().backward()
+    torch.testing.assert_close(x.grad, ref_gx, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(conv.weight.grad, ref_gw, atol=1e-4, rtol=1e-4)
+
+    with torch.no_grad():
+        conv.conv_offset.bias[0] = 0.5                    # a non-zero offset: never the plain conv
+    assert not conv.offsets_frozen_at_zero()
+
+
+def test_freeze_dcn_offsets_hook_freezes_only_offsets():
+    from types import SimpleNamespace
+
+    from pgd.models.layers.small_input_dcn import FreezeDCNOffsetsHook
+
+    model = torch.nn.Sequential(SmallInputDeformConv2dPack(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 1))
+    FreezeDCNOffsetsHook().before_train(SimpleNamespace(model=model))
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {'0.conv_offset.weight', '0.conv_offset.bias'}
