@@ -63,9 +63,10 @@ def measure(detector: str, backbone: str, profile: str, role: str, size: int | N
 
     from mmdet.registry import HOOKS
 
-    hook_cfgs = [h for h in cfg.get('custom_hooks') or [] if h.get('type') != 'FeatureAutocastHook']
-    profile_bf16 = len(hook_cfgs) < len(cfg.get('custom_hooks') or [])
-    precision = ('bf16' if profile_bf16 else 'fp32') if precision == 'profile' else precision
+    hook_cfgs = list(cfg.get('custom_hooks') or [])
+    if precision == 'profile':
+        precision = 'bf16' if any(h.get('type') == 'FeatureAutocastHook' for h in hook_cfgs) else 'fp32'
+    hook_cfgs = [h for h in hook_cfgs if h.get('type') != 'FeatureAutocastHook']
     if precision == 'bf16':
         hook_cfgs.append(dict(type='FeatureAutocastHook'))
     for hook in (HOOKS.build(h) for h in hook_cfgs):

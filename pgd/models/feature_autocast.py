@@ -97,13 +97,8 @@ class FeatureAutocastHook(Hook):
             return to_float32(out)
         return wrapped
 
-    @staticmethod
-    def _model(runner) -> nn.Module:
-        model = runner.model
-        return getattr(model, 'module', model)  # DDP wraps the detector
-
     def before_train(self, runner) -> None:
-        self.wrap(self._model(runner))
+        self.wrap(runner.model)  # trunk_modules walks modules(), which reach through a DDP wrapper
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         self.active = True

@@ -38,8 +38,7 @@ class FreezeDCNOffsetsHook(Hook):
     configs/profiles/mini.py): frozen, the layer runs as the plain convolution it then is (offsets_frozen_at_zero)."""
 
     def before_train(self, runner) -> None:
-        model = getattr(runner.model, 'module', runner.model)
-        for module in model.modules():
+        for module in runner.model.modules():  # a DDP wrapper's modules() include the detector's
             if isinstance(module, DeformConv2dPack):
                 module.conv_offset.requires_grad_(False)
 
