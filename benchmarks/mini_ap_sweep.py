@@ -38,6 +38,9 @@ VARIANTS: dict[str, tuple[dict, list[str]]] = {
     "easy_wd1e-4": ({}, ["optim_wrapper.optimizer.weight_decay=0.0001"]),
     "easy_gn": ({}, ["model.backbone.norm_cfg={'type':'GN','num_groups':32,'requires_grad':True}"]),
     "easy_batch2": ({}, ["train_dataloader.batch_size=2"]),
+    # the pretrained backbone learns at a tenth of the detector's lr (AdamW fine-tuning practice)
+    "easy_bblr0.1": ({}, ["optim_wrapper.paramwise_cfg.custom_keys={'backbone':{'lr_mult':0.1}}"]),
+    "easy_bblr1": ({}, ["optim_wrapper.paramwise_cfg.custom_keys={}"]),
     # training precision (profile key train_precision), set explicitly whatever the profile's default
     "easy_fp32": ({}, ["custom_hooks=[]"]),
     "easy_bf16": ({}, ["custom_hooks=[{'type':'FeatureAutocastHook','dtype':'bfloat16'}]"]),

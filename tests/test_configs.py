@@ -153,6 +153,11 @@ def test_mini_profile_values():
     assert s.train_cfg.type == 'IterBasedTrainLoop' and t.train_cfg.type == 'IterBasedTrainLoop'
     assert t.train_cfg.max_iters > s.train_cfg.max_iters  # teachers train longer (budget-set, see mini.py)
     assert s.optim_wrapper.optimizer.type == 'AdamW' and s.optim_wrapper.clip_grad.max_norm == 35
+    assert s.optim_wrapper.optimizer.fused is True  # one fused update kernel, not a Python loop over tensors
+    # teachers keep 4 resume points per run; a ~1-minute student saves none (each save ~390 MB with its teacher)
+    assert t.default_hooks.checkpoint.interval == t.train_cfg.max_iters // 4
+    assert s.default_hooks.checkpoint.interval > s.train_cfg.max_iters
+    assert s.default_hooks.checkpoint.save_last is False
     for cfg, backbone in ((s, 'r50'), (t, 'r101')):
         # pretrained by `pgd pretrain` (tests/conftest.py points $PGD_PRETRAINED_DIR at stand-ins), BN and the
         # stem + stage 1 frozen as in the paper profile

@@ -44,7 +44,13 @@ _student_iters = 60
 _teacher_iters = 600
 
 
-def _schedule(iters):
+def _schedule(iters, resume_points):
+    """``resume_points`` checkpoints per run (two kept); 0: none, a killed run restarts from scratch."""
+    if resume_points:
+        checkpoint = dict(type='CheckpointHook', interval=max(iters // resume_points, 1), by_epoch=False,
+                          max_keep_ckpts=2)
+    else:
+        checkpoint = dict(type='CheckpointHook', interval=iters + 1, by_epoch=False, save_last=False)
     return dict(
         train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters, val_begin=iters + 1),
         val_cfg=dict(type='ValLoop'),
@@ -54,14 +60,15 @@ def _schedule(iters):
             dict(type='MultiStepLR', begin=0, end=iters, by_epoch=False,
                  milestones=[iters * 8 // 12, iters * 11 // 12], gamma=0.1),
         ],
-        # a checkpoint every quarter run, two kept: a kill (even during a save) resumes, losing < 1/4 run
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=max(iters // 4, 1), by_epoch=False,
-                                           max_keep_ckpts=2)),
+        default_hooks=dict(checkpoint=checkpoint),
         log_processor=dict(type='LogProcessor', window_size=10, by_epoch=False),
     )
 
 
-schedules = dict(student=_schedule(_student_iters), teacher=_schedule(_teacher_iters))
+# Teachers: a checkpoint every quarter run, two kept: a kill (even during a save) resumes, losing < 1/4 run.
+# Students: none. A student is a ~1-minute job, and each save writes the student, its AdamW state and the frozen
+# teacher (~390 MB for R50 + R101, ~2 s here): 4 saves were ~10 % of a student job, more than a rerun risks.
+schedules = dict(student=_schedule(_student_iters, resume_points=0), teacher=_schedule(_teacher_iters, resume_points=4))
 
 # dcn_offset_lr_mult=0: DDOD's deformable first tower conv keeps its offsets at their zero init (a plain 3x3 conv,
 # same parameters). Trained from scratch with AdamW, the FPN outputs grow to |x| ~ 100-1300 and the learned offsets
@@ -70,7 +77,9 @@ schedules = dict(student=_schedule(_student_iters), teacher=_schedule(_teacher_i
 # Only DCN layers have offsets, so no other detector is affected; the paper profile learns them.
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.001, weight_decay=0.05),
+    # fused: one kernel for the whole update. torch's default CPU AdamW loops over tensors in Python: 0.095 s
+    # per step for R101's 42 M trainable backbone weights, fused 0.026 s; it was ~15 % of a teacher step.
+    optimizer=dict(type='AdamW', lr=0.001, weight_decay=0.05, fused=True),
     paramwise_cfg=dict(dcn_offset_lr_mult=0.0),
     clip_grad=dict(max_norm=35, norm_type=2))
 auto_scale_lr = dict(enable=False, base_batch_size=train_batch_size)
