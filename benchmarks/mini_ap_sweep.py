@@ -40,7 +40,6 @@ VARIANTS: dict[str, tuple[dict, list[str]]] = {
     "easy_batch2": ({}, ["train_dataloader.batch_size=2"]),
     # the pretrained backbone learns at a tenth of the detector's lr (AdamW fine-tuning practice)
     "easy_bblr0.1": ({}, ["optim_wrapper.paramwise_cfg.custom_keys={'backbone':{'lr_mult':0.1}}"]),
-    "easy_bblr1": ({}, ["optim_wrapper.paramwise_cfg.custom_keys={}"]),
     # training precision (profile key train_precision), set explicitly whatever the profile's default
     "easy_fp32": ({}, ["custom_hooks=[]"]),
     "easy_bf16": ({}, ["custom_hooks=[{'type':'FeatureAutocastHook','dtype':'bfloat16'}]"]),
@@ -97,7 +96,7 @@ def run(variant: str, args) -> dict:
                    "--profile", "mini", "--work-dir", str(work), "--threads", "1", "--no-mlflow"]
     for s in sets:
         train += ["--set", s]
-    log = work.with_suffix(".log")
+    log = work.parent / f"{work.name}.log"  # not with_suffix: variant names may contain a dot
     work.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         subprocess.run(train, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, check=True)
