@@ -64,7 +64,12 @@ def _choose(kind: str, value: Any, allowed) -> str:
 def _load(path: Path, what: str) -> Config:
     if not path.is_file():
         raise ConfigCompositionError(f'{what} config not found: {path}')
-    return Config.fromfile(str(path))
+    try:
+        return Config.fromfile(str(path))
+    # a config's own check of its inputs (mini's $PGD_MINI_TEACHER_ITERS), or mmengine's KeyError for a
+    # {{$VAR:default}} that is set but empty
+    except (ValueError, KeyError) as exc:
+        raise ConfigCompositionError(f'{what} config {path}: {exc}') from exc
 
 
 def load_profile(profile: str) -> Config:

@@ -259,6 +259,24 @@ def test_profile_typos_are_rejected(tmp_path, monkeypatch):
         compose_config('atss', 'r50', 'arch', 'student')
 
 
+def test_mini_teacher_iters_from_environment(monkeypatch):
+    """$PGD_MINI_TEACHER_ITERS (the workflow's teacher_iters) sets the teachers' length; the schedule keeps its
+    shape (x0.1 at 8/12 and 11/12, a checkpoint every quarter) and students keep theirs. Bad values are named."""
+    assert compose_config('atss', 'r101', 'mini', 'teacher').train_cfg.max_iters == 600
+    monkeypatch.setenv('PGD_MINI_TEACHER_ITERS', '1200')
+    t = compose_config('atss', 'r101', 'mini', 'teacher')
+    assert t.train_cfg.max_iters == 1200 and t.param_scheduler[1].milestones == [800, 1100]
+    assert t.param_scheduler[1].end == 1200 and t.default_hooks.checkpoint.interval == 300
+    assert compose_config('atss', 'r50', 'mini', 'student').train_cfg.max_iters == 60
+    for bad in ('12OO', '-5', '0'):
+        monkeypatch.setenv('PGD_MINI_TEACHER_ITERS', bad)
+        with pytest.raises(ConfigCompositionError, match='PGD_MINI_TEACHER_ITERS .* positive integer'):
+            compose_config('atss', 'r101', 'mini', 'teacher')
+    monkeypatch.setenv('PGD_MINI_TEACHER_ITERS', '')  # set but empty: mmengine's own refusal, file named
+    with pytest.raises(ConfigCompositionError, match='mini.py.*PGD_MINI_TEACHER_ITERS'):
+        compose_config('atss', 'r101', 'mini', 'teacher')
+
+
 def test_mini_profile_freezes_ddod_offsets_only():
     """Mini: DCN offset convs get lr 0 (they stay at their zero init, so DCN = plain conv); everything else keeps
     the base lr. Paper: the offsets learn at the base lr."""

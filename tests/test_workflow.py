@@ -143,6 +143,24 @@ def test_slurm_profile_dry_run(tmp_path, paper_roots):
     assert re.search(r"rule train_teacher:.*?resources:[^\n]*gpu=8[^\n]*nodes=1", text, re.S)
 
 
+def test_teacher_iters_reaches_teacher_jobs_only(tmp_path, paper_roots):
+    """`--config teacher_iters=N`: the teacher job's environment carries it (mini.py reads it), students and the
+    default run do not; a bad value or a profile without iteration schedules is refused before any job runs."""
+    target = str(tmp_path / "mini" / "runs" / "atss_r50_pgd" / "model.pth")
+    out = snakemake("-n", "-p", "--forceall", target, results=tmp_path, config=["teacher_iters=1200"]).stdout
+    lines = [ln for ln in out.splitlines() if "pgd.cli train" in ln]
+    teacher = next(ln for ln in lines if "--run atss_r101_teacher " in ln)
+    student = next(ln for ln in lines if "--run atss_r50_pgd " in ln)
+    assert "PGD_MINI_TEACHER_ITERS=1200 " in teacher and "PGD_MINI_TEACHER_ITERS" not in student
+    out = snakemake("-n", "-p", "--forceall", target, results=tmp_path).stdout
+    assert "PGD_MINI_TEACHER_ITERS" not in out
+    for bad in ("teacher_iters=0", "teacher_iters=abc"):
+        p = snakemake("-n", target, results=tmp_path, config=[bad], check=False)
+        assert p.returncode != 0 and "teacher_iters must be a positive integer" in p.stdout + p.stderr
+    p = snakemake("-n", results=tmp_path, config=[*paper_roots, "teacher_iters=1200"], check=False)
+    assert p.returncode != 0 and "only the mini profile has iteration schedules" in p.stdout + p.stderr
+
+
 def test_unknown_profile_is_a_clear_error(tmp_path):
     p = snakemake("-n", results=tmp_path, config=["profile=huge"], check=False)
     assert p.returncode != 0

@@ -39,9 +39,14 @@ num_workers = 0  # 1 torch thread per job, 2 jobs at once: worker processes woul
 eval_images = None
 
 _student_iters = 60
-# 600: the budget. Measured after the DAG: an ATSS R101 teacher at 1200 iterations reaches AP 41.7 (600: 18.6),
-# but all six teachers at 1200 would add ~33 min of wall time (docs/mini-profile.md).
-_teacher_iters = 600
+# 600: the budget. Measured: an ATSS R101 teacher at 1200 iterations reaches AP 41.7 (600: 18.6), but all six
+# teachers at 1200 add ~33 min of wall time on a fast 2-core CPU, ~55 min on a slow one (docs/mini-profile.md).
+# $PGD_MINI_TEACHER_ITERS changes it; the workflow sets it from `--config teacher_iters=N`.
+_teacher_iters_text = '{{$PGD_MINI_TEACHER_ITERS:600}}'
+if not _teacher_iters_text.isdigit() or int(_teacher_iters_text) < 1:
+    raise ValueError(f'PGD_MINI_TEACHER_ITERS (teacher_iters) must be a positive integer number of iterations, '
+                     f'got {_teacher_iters_text!r}')
+_teacher_iters = int(_teacher_iters_text)
 
 
 def _schedule(iters, resume_points):

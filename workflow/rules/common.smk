@@ -104,6 +104,20 @@ ENV = (f"PGD_COCO_ROOT={shlex.quote(os.path.abspath(COCO_ROOT))} "
 
 
 # ------------------------------------------------------------------ training
+def teacher_env():
+    """`--config teacher_iters=N` (mini): the teachers train N iterations in the mini schedule's shape
+    (configs/profiles/mini.py reads $PGD_MINI_TEACHER_ITERS). As a rule param, a new N reruns the teachers, and
+    their students follow through model.pth. Unset (the default): the profile's own length."""
+    n = config.get("teacher_iters")
+    if n is None:
+        return ""
+    if PROFILE != "mini":
+        raise ValueError(f"teacher_iters={n!r}: only the mini profile has iteration schedules "
+                         f"(profile {PROFILE!r} sets its teachers' epochs in configs/profiles/{PROFILE}.py)")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"teacher_iters must be a positive integer number of iterations, got {n!r}")
+    return f"PGD_MINI_TEACHER_ITERS={n}"
+
 
 
 def train_command():
@@ -133,7 +147,7 @@ def train_command():
     cleanup = "" if config.get("keep_checkpoints", False) else f"; rm -f {wd}/iter_*.pth {wd}/last_checkpoint"
     return (
         f"if [ -e {marker} ]; then rm -f {wd}/iter_*.pth {wd}/last_checkpoint {marker}; fi; " + repair +
-        f"{ENV} PGD_THREADS={{threads}} {launch} --run {{params.run_id}} --profile {PROFILE} "
+        f"{ENV} {{params.env}} PGD_THREADS={{threads}} {launch} --run {{params.run_id}} --profile {PROFILE} "
         f"--matrix {{params.matrix}} --seed {{params.seed}} --work-dir {{params.work_dir}} {{params.teacher}} "
         f"--threads {{threads}} --resume {{params.data_root}} {{params.pretrained}} {{params.extra}} > {{log}} 2>&1"
         + evaluate + f"; touch {marker}" + cleanup

@@ -16,6 +16,7 @@ rule train_student:
         data_root=lambda w: train_params(w.run)["data_root"],
         pretrained=lambda w: train_params(w.run)["pretrained"],
         extra=config["train_args"],
+        env="",
     threads: res("train_student", "threads")
     resources: **resources_of("train_student")
     log: f"{LOGS}/train/{{run}}.log"

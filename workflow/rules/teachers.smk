@@ -20,6 +20,7 @@ rule train_teacher:
         data_root=lambda w: train_params(w.run)["data_root"],
         pretrained=lambda w: train_params(w.run)["pretrained"],
         extra=config["train_args"],
+        env=teacher_env(),
     # teachers gate 73 of the 79 students: start them before the plain students that could fill the cores
     priority: 10
     threads: res("train_teacher", "threads")
