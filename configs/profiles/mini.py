@@ -19,17 +19,15 @@
 #   The paper's SGD recipe stays in the paper profile.
 #
 # Budget (whole mini DAG: 3 pretrainings, 6 teachers, 79 students, each run trained and evaluated in one job; 2
-# jobs at a time on 2 cores, 1 thread each). Training runs the conv trunk in bf16 (train_precision below: 1.6-1.8x
-# faster steps on this CPU, DDOD 1.2x). CPU seconds per train iteration at 128 px, batch 4, two 1-thread jobs at
-# once, fp32 (benchmarks/detector_speed.py): R101 ~1.0 (DDOD 1.75), R50 0.65 (DDOD 1.4), MobileNetV2 0.4; a KD
-# student adds the R101 teacher forward (~0.2-0.3) and its KD loss; a run adds ~10 s of start-up and ~12 s of test.
-#   pretraining: 1500 it bf16: R101 956 s (gates the teachers), R50 590 s, MobileNetV2 305 s  ~ 31 CPU-min
-#   teachers: 600 it: FCOS / AutoAssign / ATSS / GFL 451-486 s, DDOD (COCO, CrowdHuman) ~1020 s  ~ 65 CPU-min
-#   students: 60 it + test in the same job: R50 ~58 s, MobileNetV2 ~40 s, DDOD ~110 s (79 runs)  ~ 87 CPU-min
-#   => measured (2026-11-25, fresh clone, nothing else running): 93 min of wall time for the 114 jobs
-#   (docs/mini-profile.md). Teachers 500 it or students 50 it would each save ~5 min, at some AP.
-#   Since that run DDOD's frozen zero-offset DCN runs as a plain conv (FreezeDCNOffsetsHook in `runtime` below):
-#   DDOD steps cost what ATSS steps cost (R50 1.05 -> 0.34 s), estimated ~14 min less wall time (not yet re-run).
+# jobs at a time on 2 cores, 1 thread each). The 2-core machines differ: compare `benchmarks/detector_speed.py`
+# (ATSS R50, mini, bf16, 1 thread) before comparing DAG times - 0.33 s/it on the fourth session's machine, 0.52 on
+# the fifth's (docs/mini-profile.md). Training runs the conv trunk in bf16 (train_precision below: 1.6-1.8x faster
+# steps), DDOD's frozen zero-offset DCN as a plain conv (FreezeDCNOffsetsHook in `runtime`), AdamW fused.
+#   fourth session (0.33 s/it machine, before fused AdamW and the DDOD fast path): 93 min of wall time;
+#     pretraining R101 956 s (gates the teachers), R50 590 s, MobileNetV2 305 s; teachers 451-486 s, DDOD ~1020 s;
+#     students ~58 s (MobileNetV2 ~40, DDOD ~110).
+#   fifth session (0.52 s/it machine, this profile): see docs/mini-profile.md; pretraining R101 1551 s, R50 918 s,
+#     MobileNetV2 469 s; teachers 668-692 s (DDOD now like the others); students ~73 s mean.
 datasets = dict(coco='synth_coco', crowdhuman='synth_crowdhuman')
 img_scale = dict(coco=(213, 128), crowdhuman=(213, 128))  # (w, h): single-scale train and test
 ms_scale_range = dict(coco=[(213, 77), (213, 154)], crowdhuman=[(213, 77), (213, 154)])  # teachers
