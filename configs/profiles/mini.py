@@ -27,7 +27,7 @@
 #     pretraining R101 956 s (gates the teachers), R50 590 s, MobileNetV2 305 s; teachers 451-486 s, DDOD ~1020 s;
 #     students ~58 s (MobileNetV2 ~40, DDOD ~110).
 #   fifth session (0.52 s/it machine, this profile): see docs/mini-profile.md; pretraining R101 1551 s, R50 918 s,
-#     MobileNetV2 469 s; teachers 668-692 s (DDOD now like the others); students ~73 s mean.
+#     MobileNetV2 469 s; teachers 668-692 s (DDOD now like the others); students 77 s mean; 111.6 min in all.
 datasets = dict(coco='synth_coco', crowdhuman='synth_crowdhuman')
 img_scale = dict(coco=(213, 128), crowdhuman=(213, 128))  # (w, h): single-scale train and test
 ms_scale_range = dict(coco=[(213, 77), (213, 154)], crowdhuman=[(213, 77), (213, 154)])  # teachers
@@ -38,7 +38,7 @@ eval_images = None
 
 _student_iters = 60
 # 600: the budget. Measured: an ATSS R101 teacher at 1200 iterations reaches AP 41.7 (600: 18.6), but all six
-# teachers at 1200 add ~33 min of wall time on a fast 2-core CPU, ~55 min on a slow one (docs/mini-profile.md).
+# teachers at 1200 add ~66 CPU-min: ~22 min of wall time on the fourth session's machine, ~33 on the fifth's.
 # $PGD_MINI_TEACHER_ITERS changes it; the workflow sets it from `--config teacher_iters=N`.
 _teacher_iters_text = '{{$PGD_MINI_TEACHER_ITERS:600}}'
 if not _teacher_iters_text.isdigit() or int(_teacher_iters_text) < 1:
@@ -71,7 +71,8 @@ def _schedule(iters, resume_points):
 # Teachers: a checkpoint every quarter run, two kept: a kill (even during a save) resumes, losing < 1/4 run.
 # Students: none. A student is a ~1-minute job, and each save writes the student, its AdamW state and the frozen
 # teacher (~390 MB for R50 + R101, ~2 s here): 4 saves were ~10 % of a student job, more than a rerun risks.
-schedules = dict(student=_schedule(_student_iters, resume_points=0), teacher=_schedule(_teacher_iters, resume_points=4))
+schedules = dict(student=_schedule(_student_iters, resume_points=0),
+                 teacher=_schedule(_teacher_iters, resume_points=4))
 
 # dcn_offset_lr_mult=0: DDOD's deformable first tower conv keeps its offsets at their zero init (a plain 3x3 conv,
 # same parameters). Trained from scratch with AdamW, the FPN outputs grow to |x| ~ 100-1300 and the learned offsets
