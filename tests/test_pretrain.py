@@ -120,6 +120,21 @@ def test_missing_checkpoint_is_named_before_training(tmp_path, monkeypatch):
     check_pretrained_backbone(paper)
 
 
+def test_warmup_iters_sets_the_linear_warmup_then_cosine(tmp_path):
+    """lr after each step: linear warm-up over ``warmup_iters`` (default iters // 20), then cosine to zero.
+    Hand-computed for 4 iterations: warm-up 2 -> x[1, 1, 1/2, 0]; default (1) -> x[1, 3/4, 1/4, 0]."""
+    base = dict(iters=4, batch_size=2, image_size=32, lr=1e-3, weight_decay=0.0, log_interval=1, eval_images=2)
+    quiet = lambda *_: None  # noqa: E731
+    two = pretrain("mbv2", tmp_path / "a.pth", dict(base, warmup_iters=2), log=quiet)
+    assert two["warmup_iters"] == 2
+    np.testing.assert_allclose([r["lr"] for r in two["history"]], [1e-3, 1e-3, 5e-4, 0.0], atol=1e-12)
+    default = pretrain("mbv2", tmp_path / "b.pth", base, log=quiet)
+    assert default["warmup_iters"] == 1
+    np.testing.assert_allclose([r["lr"] for r in default["history"]], [1e-3, 7.5e-4, 2.5e-4, 0.0], atol=1e-12)
+    with pytest.raises(SystemExit, match=r"warmup_iters must be >= 1 and below iters=4 \(got 4\)"):
+        pretrain("mbv2", tmp_path / "c.pth", dict(base, warmup_iters=4), log=quiet)
+
+
 @pytest.mark.slow
 def test_pretraining_learns_the_shapes(tmp_path):
     """MobileNetV2, 300 iterations at the mini settings: held-out accuracy well above chance (1/6). Measured 0.34
