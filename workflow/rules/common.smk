@@ -1,4 +1,5 @@
 # Shared helpers: the matrix, the profile's seeds and paths, resources and the environment of every job.
+import json
 import re
 import shlex
 import sys
@@ -83,6 +84,10 @@ from pgd.config import load_profile
 
 PRETRAIN = bool(load_profile(PROFILE).get("pretrain"))
 PRETRAINED_DIR = f"{OUT}/pretrained"
+# The profile's pretraining recipe as a rule param: Snakemake reruns a job whose params changed, so a new recipe
+# (lr, warm-up, iterations...) retrains the backbones and, through them, every detector; a param of an unchanged
+# recipe leaves finished checkpoints alone.
+PRETRAIN_RECIPE = json.dumps(dict(load_profile(PROFILE).get("pretrain") or {}), sort_keys=True)
 
 
 def pretrained_arg():

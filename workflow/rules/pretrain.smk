@@ -7,7 +7,7 @@ if PRETRAIN:
     rule pretrain_backbone:
         output: f"{PRETRAINED_DIR}/{{backbone}}.pth"
         wildcard_constraints: backbone="r50|mbv2"
-        params: extra=config["pretrain_args"]
+        params: extra=config["pretrain_args"], recipe=PRETRAIN_RECIPE
         priority: 20
         threads: res("pretrain", "threads")
         resources: **resources_of("pretrain")
