@@ -124,8 +124,8 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
     torch.manual_seed(seed)
     iters, batch, size = int(settings["iters"]), int(settings["batch_size"]), int(settings["image_size"])
     warmup = int(settings.get("warmup_iters") or max(1, iters // 20))
-    if not 1 <= warmup < iters:
-        raise SystemExit(f"pgd pretrain: warmup_iters must be >= 1 and below iters={iters} (got {warmup})")
+    if not 1 <= warmup <= iters:
+        raise SystemExit(f"pgd pretrain: warmup_iters must be between 1 and iters={iters} (got {warmup})")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # channels_last + bf16 autocast: 1.6x faster on this CPU (avx512_bf16; R50 train step at 64 px, batch 32:
     # 0.53 s fp32 -> 0.33 s; R101 0.89 -> 0.58). The weights, the optimiser and the loss stay fp32.
@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     settings = pretrain_settings(args.profile)
     if args.iters is not None:
+        # a shorter or longer run keeps the recipe's shape: the warm-up stays the same fraction of it
+        if settings.get("warmup_iters") and args.warmup_iters is None:
+            settings["warmup_iters"] = max(1, round(settings["warmup_iters"] * args.iters / settings["iters"]))
         settings["iters"] = args.iters
     if args.lr is not None:
         settings["lr"] = args.lr

@@ -131,8 +131,22 @@ def test_warmup_iters_sets_the_linear_warmup_then_cosine(tmp_path):
     default = pretrain("mbv2", tmp_path / "b.pth", base, log=quiet)
     assert default["warmup_iters"] == 1
     np.testing.assert_allclose([r["lr"] for r in default["history"]], [1e-3, 7.5e-4, 2.5e-4, 0.0], atol=1e-12)
-    with pytest.raises(SystemExit, match=r"warmup_iters must be >= 1 and below iters=4 \(got 4\)"):
-        pretrain("mbv2", tmp_path / "c.pth", dict(base, warmup_iters=4), log=quiet)
+    with pytest.raises(SystemExit, match=r"warmup_iters must be between 1 and iters=4 \(got 5\)"):
+        pretrain("mbv2", tmp_path / "c.pth", dict(base, warmup_iters=5), log=quiet)
+
+
+def test_iters_override_keeps_the_warmup_fraction(tmp_path, monkeypatch):
+    """`--iters N` alone scales the profile's warm-up with the run (mini: 200 of 1500 -> 1 of 2, 20 of 150);
+    `--warmup-iters` wins when given."""
+    import pgd.pretrain as pretrain_module
+
+    seen = []
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda backbone, out, settings, seed=0: seen.append(settings))
+    for argv, expected in (([], (1500, 200)), (["--iters", "2"], (2, 1)), (["--iters", "150"], (150, 20)),
+                           (["--iters", "150", "--warmup-iters", "7"], (150, 7))):
+        assert pretrain_module.main(["--backbone", "mbv2", "--out", str(tmp_path / "x.pth"), "--no-mlflow",
+                                     *argv]) == 0
+        assert (seen[-1]["iters"], seen[-1]["warmup_iters"]) == expected
 
 
 @pytest.mark.slow
