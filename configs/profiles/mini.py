@@ -37,8 +37,9 @@ num_workers = 0  # 1 torch thread per job, 2 jobs at once: worker processes woul
 eval_images = None
 
 _student_iters = 60
-# 600: the budget. Measured: an ATSS R101 teacher at 1200 iterations reaches AP 41.7 (600: 18.6), but all six
-# teachers at 1200 add ~66 CPU-min: ~22 min of wall time on the fourth session's machine, ~33 on the fifth's.
+# 600: the budget. Measured at 1200 iterations: GFL R101 50.9 and FCOS 38.8 from the lr 5e-3 backbone (600: 19.9,
+# 10.0), ATSS 41.7 from the old lr 2e-3 one (600: 18.6); but all six teachers at 1200 add ~68 CPU-min on the
+# fifth session's machine (~34 min of wall time), ~47 (~23 min) on the fourth's.
 # $PGD_MINI_TEACHER_ITERS changes it; the workflow sets it from `--config teacher_iters=N`.
 _teacher_iters_text = '{{$PGD_MINI_TEACHER_ITERS:600}}'
 if not _teacher_iters_text.isdigit() or int(_teacher_iters_text) < 1:
