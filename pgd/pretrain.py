@@ -157,9 +157,8 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
     seconds = time.perf_counter() - start
     accuracy = evaluate_accuracy(model, seed, size, int(settings.get("eval_images", EVAL_IMAGES)))
     summary = dict(backbone=backbone, iters=iters, warmup_iters=warmup, batch_size=batch, image_size=size,
-                   lr=settings["lr"],
-                   precision=precision,
-                   weight_decay=settings["weight_decay"], seed=seed, train_seconds=round(seconds, 1),
+                   lr=settings["lr"], precision=precision, weight_decay=settings["weight_decay"], seed=seed,
+                   train_seconds=round(seconds, 1),
                    final_loss=history[-1]["loss"], heldout_accuracy=accuracy, history=history)
     state = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
     save_checkpoint(dict(state_dict=state, meta=dict(backbone=backbone, iters=iters, heldout_accuracy=accuracy,
