@@ -82,12 +82,13 @@ def data_root_arg(dataset):
 # <results>/<profile>/pretrained/; other profiles (paper: ImageNet weights) have no pretraining jobs.
 from pgd.config import load_profile
 
-PRETRAIN = bool(load_profile(PROFILE).get("pretrain"))
+_pretrain_settings = dict(load_profile(PROFILE).get("pretrain") or {})
+PRETRAIN = bool(_pretrain_settings)
 PRETRAINED_DIR = f"{OUT}/pretrained"
 # The profile's pretraining recipe as a rule param: Snakemake reruns a job whose params changed, so a new recipe
 # (lr, warm-up, iterations...) retrains the backbones and, through them, every detector; a param of an unchanged
 # recipe leaves finished checkpoints alone.
-PRETRAIN_RECIPE = json.dumps(dict(load_profile(PROFILE).get("pretrain") or {}), sort_keys=True)
+PRETRAIN_RECIPE = json.dumps(_pretrain_settings, sort_keys=True)
 
 
 def pretrained_arg():
