@@ -1,10 +1,11 @@
-"""`pgd pretrain`: classification pretraining of a detector backbone on synthetic shapes (mini profile).
+"""`pgd pretrain`: classification pretraining of a detector backbone on synthetic images (mini profile).
 
 The paper's detectors start from ImageNet-pretrained backbones. Offline there are none, and trained from scratch
 for a few hundred CPU iterations the detectors localise objects but barely learn to tell the six shape classes
 apart (docs/mini-profile.md). This command is the mini profile's ImageNet: it trains the backbone exactly as the
 detector configs define it (mmdet ResNet-50/101 or MobileNetV2), plus global average pooling and a linear
-classifier, on object-centric shape images (:mod:`pgd.data.synth_shapes`), and writes the backbone's weights as
+classifier, on object-centric images of the six shapes and the crowd set's person (:mod:`pgd.data.synth_shapes`),
+and writes the backbone's weights as
 an mmengine checkpoint that ``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads (keys without the
 ``backbone.`` prefix, plain tensors only, so torch's ``weights_only`` loading accepts it).
 
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-iters", type=int, help="override the profile's linear warm-up length")
     p.add_argument("--image-size", type=int, help="override the profile's image size")
     p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="override the profile's precision (bf16 autocast)")
+    p.add_argument("--person-class", choices=["yes", "no"],
+                   help="override the profile's person_class: the crowd set's person as a seventh class")
     p.add_argument("--eval-images", type=int, help="held-out images for the accuracy (default 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $PGD_THREADS)")
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def pretrain_settings(profile: str) -> dict:
     """The profile's ``pretrain`` dict: iters, batch_size, image_size, lr, weight_decay, log_interval and
-    optionally warmup_iters, precision, eval_images."""
+    optionally warmup_iters, precision, eval_images, person_class."""
     from pgd.config import load_profile
 
     prof = load_profile(profile)
@@ -59,7 +62,7 @@ def pretrain_settings(profile: str) -> dict:
 
 def build_classifier(backbone: str):
     """The matrix's backbone (as ATSS builds it; every detector shares it), all trainable, + global average pool +
-    a linear layer over the six shape classes."""
+    a linear layer over the seven pretraining classes (six shapes, person)."""
     import logging
 
     import torch
@@ -98,7 +101,8 @@ def build_classifier(backbone: str):
     return Classifier()
 
 
-def evaluate_accuracy(model, seed: int, image_size: int, images: int = EVAL_IMAGES, batch_size: int = 128) -> float:
+def evaluate_accuracy(model, seed: int, image_size: int, images: int = EVAL_IMAGES, batch_size: int = 128,
+                      person: bool = True) -> float:
     import torch
 
     from pgd.data.synth_shapes import render_batch
@@ -108,7 +112,8 @@ def evaluate_accuracy(model, seed: int, image_size: int, images: int = EVAL_IMAG
     device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, images, batch_size):
-            x, y = render_batch(seed + EVAL_SEED_OFFSET, range(start, min(start + batch_size, images)), image_size)
+            x, y = render_batch(seed + EVAL_SEED_OFFSET, range(start, min(start + batch_size, images)), image_size,
+                                person)
             correct += int((model(torch.from_numpy(x).to(device)).argmax(1).cpu() == torch.from_numpy(y)).sum())
     model.train()
     return correct / images
@@ -130,6 +135,9 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
     # channels_last + bf16 autocast: 1.6x faster on this CPU (avx512_bf16; R50 train step at 64 px, batch 32:
     # 0.53 s fp32 -> 0.33 s; R101 0.89 -> 0.58). The weights, the optimiser and the loss stay fp32.
     precision = settings.get("precision", "bf16")
+    person = settings.get("person_class", True)
+    if not isinstance(person, bool):
+        raise SystemExit(f"pgd pretrain: person_class must be True or False (got {person!r})")
     if precision not in TRAIN_PRECISIONS:
         raise SystemExit(f"pgd pretrain: precision must be one of {TRAIN_PRECISIONS} (got {precision!r})")
     model = build_classifier(backbone).to(device, memory_format=torch.channels_last)
@@ -140,7 +148,7 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
                                                                                max(1, iters - warmup))))
     history, start, window = [], time.perf_counter(), []
     for it in range(iters):
-        x, y = render_batch(seed, range(it * batch, (it + 1) * batch), size)
+        x, y = render_batch(seed, range(it * batch, (it + 1) * batch), size, person)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(torch.from_numpy(x).to(device, memory_format=torch.channels_last))
         loss = torch.nn.functional.cross_entropy(logits.float(), torch.from_numpy(y).to(device))
@@ -155,14 +163,15 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
                 f"({time.perf_counter() - start:.0f} s)")
             window = []
     seconds = time.perf_counter() - start
-    accuracy = evaluate_accuracy(model, seed, size, int(settings.get("eval_images", EVAL_IMAGES)))
+    accuracy = evaluate_accuracy(model, seed, size, int(settings.get("eval_images", EVAL_IMAGES)), person=person)
     summary = dict(backbone=backbone, iters=iters, warmup_iters=warmup, batch_size=batch, image_size=size,
-                   lr=settings["lr"], precision=precision, weight_decay=settings["weight_decay"], seed=seed,
+                   lr=settings["lr"], precision=precision, person_class=person,
+                   weight_decay=settings["weight_decay"], seed=seed,
                    train_seconds=round(seconds, 1),
                    final_loss=history[-1]["loss"], heldout_accuracy=accuracy, history=history)
     state = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
     save_checkpoint(dict(state_dict=state, meta=dict(backbone=backbone, iters=iters, heldout_accuracy=accuracy,
-                                                      source="pgd pretrain (synthetic shapes)")), out)
+                                                      source="pgd pretrain (synthetic images)")), out)
     atomic_write_text(Path(str(out) + ".json"), json.dumps(summary, indent=1))
     log(f"pretrain {backbone}: held-out accuracy {accuracy:.3f} after {iters} iterations ({seconds:.0f} s) -> {out}")
     return summary
@@ -189,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         settings["eval_images"] = args.eval_images
     if args.precision is not None:
         settings["precision"] = args.precision
+    if args.person_class is not None:
+        settings["person_class"] = args.person_class == "yes"
     for key in ("iters", "batch_size", "image_size", "eval_images"):
         if key in settings and int(settings[key]) < 1:
             raise SystemExit(f"pgd pretrain: {key} must be >= 1 (got {settings[key]})")

@@ -164,6 +164,7 @@ def test_mini_profile_values():
     recipe = pretrain_settings('mini')
     assert (recipe['lr'], recipe['warmup_iters'], recipe['iters']) == (0.005, 200, 1500)
     assert recipe['warmup_iters'] < recipe['iters']
+    assert recipe['person_class'] is True  # the crowd set's person is a pretraining class (synth_shapes)
     for cfg, backbone in ((s, 'r50'), (t, 'r101')):
         # pretrained by `pgd pretrain` (tests/conftest.py points $PGD_PRETRAINED_DIR at stand-ins), BN and the
         # stem + stage 1 frozen as in the paper profile

@@ -26,7 +26,8 @@ def test_shape_images_are_deterministic_balanced_and_normalised():
     assert not np.array_equal(a, c) and not np.array_equal(a, d)
     x, y = synth_shapes.render_batch(0, range(600))
     counts = np.bincount(y, minlength=synth_shapes.NUM_CLASSES)
-    assert counts.sum() == 600 and counts.min() >= 70 and counts.max() <= 130   # ~100 each of 6 classes
+    assert synth_shapes.NUM_CLASSES == 7 and synth_shapes.CLASS_NAMES[synth_shapes.PERSON] == "person"
+    assert counts.sum() == 600 and counts.min() >= 60 and counts.max() <= 115   # ~86 each of 7 classes
     # the detectors' DetDataPreprocessor normalisation, RGB order, channels first
     assert x.shape == (600, 3, 64, 64) and x.dtype == np.float32
     back = x[5].transpose(1, 2, 0) * synth_shapes.STD + synth_shapes.MEAN
@@ -39,12 +40,33 @@ def test_one_object_of_the_labelled_class_per_image():
 
     style = synth_shapes.classification_style(64)
     rng = np.random.default_rng([0, synth_shapes.STREAM, 3])
+    assert rng.random() >= 1 / synth_shapes.NUM_CLASSES  # example 3 is a shape, not the person class
     img, objects = render_image(rng, 64, empty=False, style=style)
     expected, label = synth_shapes.render_example(0, 3)
     assert len(objects) == 1 and objects[0]["category_id"] - 1 == label
     assert np.array_equal(img, expected)
     x, y, w, h = objects[0]["bbox"]
     assert 0.3 * 64 - 2 <= np.sqrt(w * h) <= 0.85 * 64 + 2
+
+
+def test_person_class_is_the_crowd_sets_figure_inside_the_image():
+    """Class 6: the crowd set's person figure(s), 30-85 % of the image tall and never cut by the border."""
+    from pgd.data.synth_crowdhuman import render_person_example
+
+    people = [i for i in range(60) if synth_shapes.render_example(0, i)[1] == synth_shapes.PERSON]
+    assert 4 <= len(people) <= 16   # ~1 in 7
+    rng = np.random.default_rng([0, synth_shapes.STREAM, people[0]])
+    assert rng.random() < 1 / synth_shapes.NUM_CLASSES
+    back = None if rng.random() < synth_shapes.STREET_PROB else synth_shapes.backdrop(
+        rng, 64, synth_shapes.classification_style(64))[0]
+    assert np.array_equal(render_person_example(rng, 64, back), synth_shapes.render_example(0, people[0])[0])
+    for seed in range(20):
+        # on black, with no sensor noise left above 12: the lit pixels are the figures (skin, clothes >= 25/255)
+        img = render_person_example(np.random.default_rng(seed), 64, np.zeros((64, 64, 3), np.float32))
+        rows = np.flatnonzero((img.max(axis=2) > 12).any(axis=1))
+        assert 0.3 * 64 - 2 <= rows[-1] - rows[0] + 1, seed   # the front figure alone is >= 30 % tall
+        assert rows[0] >= 1 and rows[-1] <= 62, seed             # heads and feet inside the image
+        assert rows[-1] - rows[0] + 1 <= 1.1 * 0.85 * 64 + 3, seed   # neighbours are at most 1.1x as tall
 
 
 def test_pretrain_checkpoint_loads_into_the_detector_backbone(tmp_path):
@@ -89,7 +111,7 @@ def test_bf16_pretraining_matches_fp32_and_keeps_fp32_weights(tmp_path):
 def test_classifier_uses_the_matrix_backbones_all_trainable():
     for backbone, channels in (("r50", 2048), ("r101", 2048), ("mbv2", 1280)):
         net = build_classifier(backbone)
-        assert net.fc.in_features == channels and net.fc.out_features == 6
+        assert net.fc.in_features == channels and net.fc.out_features == 7   # six shapes + person
         # the profile freezes BN for detection; pretraining must not inherit that (a frozen zero-init BN gamma
         # keeps ResNet's residual branches at zero: 27 % held-out accuracy instead of ~90 %)
         assert all(p.requires_grad for p in net.parameters())
@@ -149,10 +171,37 @@ def test_iters_override_keeps_the_warmup_fraction(tmp_path, monkeypatch):
         assert (seen[-1]["iters"], seen[-1]["warmup_iters"]) == expected
 
 
+def test_person_class_switch(tmp_path, monkeypatch):
+    """person_class=False (`--person-class no`): the six shapes only, the exact images of the shape-only
+    pretraining (no draw for the person class); anything but a bool is refused before a model is built."""
+    from pgd.data.synth_coco import render_image
+
+    for i in range(12):
+        img, label = synth_shapes.render_example(0, i, person=False)
+        rng = np.random.default_rng([0, synth_shapes.STREAM, i])
+        expected, objects = render_image(rng, 64, empty=False, style=synth_shapes.classification_style(64))
+        if objects:  # (the renderer's rare redraws aside)
+            assert np.array_equal(img, expected) and label == objects[0]["category_id"] - 1 < synth_shapes.PERSON
+    assert synth_shapes.PERSON not in synth_shapes.render_batch(0, range(100), person=False)[1]
+
+    import pgd.pretrain as pretrain_module
+
+    seen = []
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda backbone, out, settings, seed=0: seen.append(settings))
+    for argv, expected in (([], True), (["--person-class", "no"], False), (["--person-class", "yes"], True)):
+        pretrain_module.main(["--backbone", "mbv2", "--out", str(tmp_path / "x.pth"), "--no-mlflow", *argv])
+        assert seen[-1]["person_class"] is expected
+    monkeypatch.undo()
+    settings = dict(iters=1, batch_size=2, image_size=32, lr=1e-3, weight_decay=0.0, person_class="no")
+    with pytest.raises(SystemExit, match=r"person_class must be True or False \(got 'no'\)"):
+        pretrain("mbv2", tmp_path / "y.pth", settings, log=lambda *_: None)
+
+
 @pytest.mark.slow
 def test_pretraining_learns_the_shapes(tmp_path):
-    """MobileNetV2, 300 iterations at the mini settings: held-out accuracy well above chance (1/6). Measured 0.34
-    here (lr 5e-3 spends its first ~200 iterations near chance loss; 800 iterations reach 0.78)."""
+    """MobileNetV2, 300 iterations at the mini settings: held-out accuracy well above chance (1/7). Measured 0.34
+    with the six shape classes (lr 5e-3 spends its first ~200 iterations near chance loss; 800 iterations reach
+    0.78)."""
     settings = dict(iters=300, batch_size=32, image_size=64, lr=0.005, weight_decay=0.05, log_interval=50,
                     eval_images=256)
     summary = pretrain("mbv2", tmp_path / "mbv2.pth", settings, log=lambda *_: None)

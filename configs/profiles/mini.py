@@ -115,7 +115,7 @@ auto_scale_lr = dict(enable=False, base_batch_size=train_batch_size)
 # The workflow passes this dict to the pretraining jobs as a param: changing it retrains the backbones and every
 # detector after them.
 pretrain = dict(iters=1500, warmup_iters=200, batch_size=32, image_size=64, lr=0.005, weight_decay=0.05,
-                log_interval=50, precision='bf16')
+                log_interval=50, precision='bf16', person_class=True)
 
 # backbone / neck / head convolutions in bf16 while training (pgd.models.feature_autocast); assignment and losses fp32.
 # ATSS R50, 400 iterations from the same pretrained backbone: fp32 AP 17.6, bf16 17.8 (docs/mini-profile.md).

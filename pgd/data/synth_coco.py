@@ -151,14 +151,20 @@ def _object_fill(rng: np.random.Generator, style: CocoStyle, dark_background: bo
     return render.texture(rng, shape, c1, c2, kinds=("stripes", "checker", "noise"))
 
 
+def backdrop(rng: np.random.Generator, size: int, style: CocoStyle = STYLES["easy"]) -> tuple[np.ndarray, bool]:
+    """(float image, dark?): the set's background, dark or light, with its distractors drawn on it."""
+    dark = rng.random() < 0.5
+    img = render.background(rng, (size, size), value=(0.08, 0.4) if dark else (0.6, 0.92), blotch=style.blotch,
+                            pattern_prob=style.pattern_prob, pattern_blend=style.pattern_blend)
+    render.clutter(rng, img, int(rng.integers(*style.clutter)))
+    return img, dark
+
+
 def render_image(rng: np.random.Generator, size: int, empty: bool,
                  style: CocoStyle = STYLES["easy"]) -> tuple[np.ndarray, list[dict]]:
     """One image and its objects as dicts (category_id, bbox [x, y, w, h], visible fraction)."""
     shape = (size, size)
-    dark = rng.random() < 0.5
-    img = render.background(rng, shape, value=(0.08, 0.4) if dark else (0.6, 0.92), blotch=style.blotch,
-                            pattern_prob=style.pattern_prob, pattern_blend=style.pattern_blend)
-    render.clutter(rng, img, int(rng.integers(*style.clutter)))
+    img, dark = backdrop(rng, size, style)
 
     objects: list[dict] = []
     if not empty:

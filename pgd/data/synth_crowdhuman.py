@@ -202,6 +202,29 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
     return render.finish(img, rng, sensor_noise=3.0), gtboxes
 
 
+def render_person_example(rng: np.random.Generator, size: int, backdrop: np.ndarray | None = None) -> np.ndarray:
+    """One figure of this set, 30-85 % of the image tall, for classification pretraining.
+
+    Drawn on a street (this set's look) or on ``backdrop``, with 0-2 neighbours of about its height behind it,
+    overlapping it as the set's crowds do; heads and feet stay inside the image (arms may leave it sideways).
+    """
+    pad = size // 2
+    shape = (size + 2 * pad, size + 2 * pad)
+    img = _street(rng, size, rng.uniform(0.2, 0.4) * size) if backdrop is None else backdrop
+    h = rng.uniform(0.3, 0.85) * size
+    cx = rng.uniform(0.35, 0.65) * size
+    top = rng.uniform(0.02 * size, 0.98 * size - h)
+    for _ in range(int(rng.integers(0, 3))):  # behind, so drawn first
+        nh = h * rng.uniform(0.8, 1.1)
+        ncx = cx + rng.choice((-1.0, 1.0)) * rng.uniform(0.15, 0.35) * h
+        ntop = float(np.clip(top + h - nh + rng.normal(0, 0.03 * h), 0.02 * size, 0.98 * size - nh))
+        labels = _draw_person(shape, pad, ncx, ntop, nh, rng)
+        _paint_person(img, labels[pad:pad + size, pad:pad + size], rng)
+    labels = _draw_person(shape, pad, cx, top, h, rng)
+    _paint_person(img, labels[pad:pad + size, pad:pad + size], rng)
+    return render.finish(img, rng, sensor_noise=3.0)
+
+
 def generate_split(out: Path, split: str, num_images: int, seed: int, image_size: int) -> tuple[Path, dict]:
     img_dir = out / "Images"
     img_dir.mkdir(parents=True, exist_ok=True)
