@@ -42,7 +42,7 @@ _student_iters = 60
 # only stage 1 frozen (0.50 vs 0.75 CPU-s per ATSS R101 step), and far stronger teachers. Measured 2026-11-30 from
 # the lr 5e-3 + person backbone (docs/mini-profile.md): FCOS 32.0, AutoAssign 29.5, ATSS 45.2, GFL 41.2, DDOD 44.2,
 # CrowdHuman DDOD MR 74.0 / AP 61.3; 600 iterations with stage 1 frozen gave 10-32 (GFL 19.9 / 23.2 over two seeds).
-# 1200 (`teacher_iters=1200`, +1/3 teacher time): AutoAssign 51.7.
+# 1200 (`teacher_iters=1200`, +1/3 teacher time): AutoAssign 51.7, FCOS 36.4.
 # $PGD_MINI_TEACHER_ITERS changes it; the workflow sets it from `--config teacher_iters=N`.
 _teacher_iters_text = '{{$PGD_MINI_TEACHER_ITERS:900}}'
 if not _teacher_iters_text.isdigit() or int(_teacher_iters_text) < 1:
