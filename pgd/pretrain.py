@@ -5,9 +5,8 @@ for a few hundred CPU iterations the detectors localise objects but barely learn
 apart (docs/mini-profile.md). This command is the mini profile's ImageNet: it trains the backbone exactly as the
 detector configs define it (mmdet ResNet-50/101 or MobileNetV2), plus global average pooling and a linear
 classifier, on object-centric images of the six shapes and the crowd set's person (:mod:`pgd.data.synth_shapes`),
-and writes the backbone's weights as
-an mmengine checkpoint that ``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads (keys without the
-``backbone.`` prefix, plain tensors only, so torch's ``weights_only`` loading accepts it).
+and writes the backbone's weights as an mmengine checkpoint that ``init_cfg=dict(type='Pretrained', checkpoint=...)``
+loads (keys without the ``backbone.`` prefix, plain tensors only, so torch's ``weights_only`` loading accepts it).
 
     pgd pretrain --backbone r50 --profile mini --out results/mini/pretrained/r50.pth
 
@@ -135,11 +134,11 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
     # channels_last + bf16 autocast: 1.6x faster on this CPU (avx512_bf16; R50 train step at 64 px, batch 32:
     # 0.53 s fp32 -> 0.33 s; R101 0.89 -> 0.58). The weights, the optimiser and the loss stay fp32.
     precision = settings.get("precision", "bf16")
+    if precision not in TRAIN_PRECISIONS:
+        raise SystemExit(f"pgd pretrain: precision must be one of {TRAIN_PRECISIONS} (got {precision!r})")
     person = settings.get("person_class", True)
     if not isinstance(person, bool):
         raise SystemExit(f"pgd pretrain: person_class must be True or False (got {person!r})")
-    if precision not in TRAIN_PRECISIONS:
-        raise SystemExit(f"pgd pretrain: precision must be one of {TRAIN_PRECISIONS} (got {precision!r})")
     model = build_classifier(backbone).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     # linear warm-up, then cosine to zero: a short run that ends converged rather than mid-step

@@ -42,7 +42,8 @@ def classification_style(image_size: int):
 def render_example(seed: int, index: int, image_size: int = 64, person: bool = True) -> tuple[np.ndarray, int]:
     """(uint8 HxWx3 RGB image, class index in 0..6) of example ``index``; the classes are equally likely.
 
-    ``person=False``: the six shapes only, the images the pretraining used before the person class (same bytes).
+    ``person=False``: the six shapes only (0..5), the images the pretraining used before the person class (same
+    bytes).
     """
     rng = np.random.default_rng([seed, STREAM, index])
     style = classification_style(image_size)
