@@ -30,7 +30,7 @@ DISTILLER_KEYS = ('init_student', 'teacher_guided_assign')
 PROFILE_BACKBONE_KEYS = ('init_cfg', 'frozen_stages', 'norm_eval', 'norm_cfg')
 # the profile keys compose_config reads (an unknown key is a typo, not a silent no-op)
 PROFILE_KEYS = {'datasets', 'schedules', 'img_scale', 'ms_scale_range', 'train_batch_size', 'num_workers',
-                'eval_images', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime', 'pretrain',
+                'eval_images', 'test_batch_size', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime', 'pretrain',
                 'train_precision'}
 # train_precision: 'fp32', or 'bf16' = backbone / neck / head convolutions under bf16 autocast while training,
 # assignment and losses in fp32 (pgd.models.feature_autocast.FeatureAutocastHook)
@@ -112,11 +112,16 @@ def _apply_data(cfg: Config, prof: Config, role: str, dataset: str) -> None:
     cfg.train_dataloader.dataset.pipeline = train_pipe
     cfg.train_dataloader.batch_size = int(prof.train_batch_size)
     workers = int(prof.get('num_workers', 2))
+    test_batch = prof.get('test_batch_size')
+    if test_batch is not None and (isinstance(test_batch, bool) or not isinstance(test_batch, int) or test_batch < 1):
+        raise ConfigCompositionError(f'profile test_batch_size must be a positive int, got {test_batch!r}')
     for key in ('val_dataloader', 'test_dataloader'):
         loader = copy.deepcopy(cfg[key])
         loader.dataset.pipeline = copy.deepcopy(test_pipe)
         loader.num_workers = workers
         loader.persistent_workers = workers > 0
+        if test_batch is not None:
+            loader.batch_size = test_batch
         if prof.get('eval_images'):
             loader.dataset.indices = int(prof.eval_images)
         cfg[key] = loader

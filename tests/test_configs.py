@@ -261,6 +261,23 @@ def test_method_wraps_student_in_distiller(tmp_path, monkeypatch):
         compose_config('atss', 'r50', 'mini', 'student', method='toykd', teacher=dict(config='x.py'))
 
 
+def test_test_batch_size_mini_only_and_checked(tmp_path, monkeypatch):
+    # mini evaluates 4 images at a time (same metrics on its one-size synthetic images); the paper profile keeps
+    # mmdet's batch 1, since real images of mixed sizes would be padded to the batch's largest
+    for dataset in ('coco', 'crowdhuman'):
+        mini = compose_config('atss', 'r50', 'mini', 'student', dataset=dataset)
+        assert mini.val_dataloader.batch_size == 4 and mini.test_dataloader.batch_size == 4
+        assert mini.train_dataloader.batch_size == 4
+    paper = compose_config('atss', 'r50', 'paper', 'student')
+    assert paper.val_dataloader.batch_size == 1 and paper.test_dataloader.batch_size == 1
+    root = _config_copy(tmp_path)
+    text = (root / 'profiles' / 'mini.py').read_text()
+    (root / 'profiles' / 'zero.py').write_text(text + '\ntest_batch_size = 0\n')
+    monkeypatch.setenv('PGD_CONFIG_ROOT', str(root))
+    with pytest.raises(ConfigCompositionError, match='test_batch_size must be a positive int, got 0'):
+        compose_config('atss', 'r50', 'zero', 'student')
+
+
 def test_profile_typos_are_rejected(tmp_path, monkeypatch):
     root = _config_copy(tmp_path)
     text = (root / 'profiles' / 'mini.py').read_text()
