@@ -82,6 +82,9 @@ def load_profile(profile: str) -> Config:
     missing = {'datasets', 'schedules', 'img_scale', 'train_batch_size', 'optim_wrapper', 'backbone'} - set(prof)
     if missing:
         raise ConfigCompositionError(f'profile {profile!r} lacks required keys {sorted(missing)}')
+    test_batch = prof.get('test_batch_size')
+    if test_batch is not None and (isinstance(test_batch, bool) or not isinstance(test_batch, int) or test_batch < 1):
+        raise ConfigCompositionError(f'profile test_batch_size must be a positive int, got {test_batch!r}')
     return prof
 
 
@@ -113,8 +116,6 @@ def _apply_data(cfg: Config, prof: Config, role: str, dataset: str) -> None:
     cfg.train_dataloader.batch_size = int(prof.train_batch_size)
     workers = int(prof.get('num_workers', 2))
     test_batch = prof.get('test_batch_size')
-    if test_batch is not None and (isinstance(test_batch, bool) or not isinstance(test_batch, int) or test_batch < 1):
-        raise ConfigCompositionError(f'profile test_batch_size must be a positive int, got {test_batch!r}')
     for key in ('val_dataloader', 'test_dataloader'):
         loader = copy.deepcopy(cfg[key])
         loader.dataset.pipeline = copy.deepcopy(test_pipe)

@@ -29,6 +29,9 @@
 #     students ~58 s (MobileNetV2 ~40, DDOD ~110).
 #   fifth session (0.52 s/it machine, this profile): see docs/mini-profile.md; pretraining R101 1551 s, R50 918 s,
 #     MobileNetV2 469 s; teachers 668-692 s (DDOD now like the others); students 77 s mean; 111.6 min in all.
+#   eighth session (0.52 s/it machine, person pretraining, R101 stages 1-3 frozen, 900-iteration teachers, before
+#     batch-4 evaluation): pretraining R101 1462 s, R50 878 s, MobileNetV2 445 s; teachers 662-677 s; students 74 s
+#     mean; 107.8 min in all (docs/results/mini-2026-12-01/).
 datasets = dict(coco='synth_coco', crowdhuman='synth_crowdhuman')
 img_scale = dict(coco=(213, 128), crowdhuman=(213, 128))  # (w, h): single-scale train and test
 ms_scale_range = dict(coco=[(213, 77), (213, 154)], crowdhuman=[(213, 77), (213, 154)])  # teachers
