@@ -379,6 +379,7 @@ def train(args) -> Path:
     from mmengine.runner import Runner
 
     from pgd.checkpoint import install_safe_globals
+    from pgd.disk import check_free_space
 
     set_threads(args.threads)
     if args.eval and (args.launcher != "none" or int(os.environ.get("WORLD_SIZE", "1")) > 1):
@@ -407,6 +408,8 @@ def train(args) -> Path:
     install_safe_globals()
     try:
         runner = Runner.from_cfg(cfg)
+        if int(os.environ.get("RANK", "0")) == 0:   # only rank 0 writes checkpoints
+            check_free_space(runner.model, cfg, work_dir)
         runner.train()
     finally:
         os.environ.pop("MLFLOW_RUN_ID", None)  # never leak into a later run of this process
@@ -426,11 +429,12 @@ def train(args) -> Path:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe bad input (command line, matrix, config tree): a message, not a traceback."""
     from pgd.config import ConfigCompositionError
+    from pgd.disk import DiskSpaceError
     from pgd.eval import EvalError
     from pgd.evaluation.metrics import MetricsError
     from pgd.matrix import MatrixError
 
-    return TrainError, ConfigCompositionError, MatrixError, EvalError, MetricsError
+    return TrainError, ConfigCompositionError, MatrixError, EvalError, MetricsError, DiskSpaceError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -186,7 +186,9 @@ def _e2e_setup(tmp_path):
         "data": {"generate": True, "coco_args": "--seed 0 --num-train 8 --num-val 4 --image-size 64",
                  "crowdhuman_args": "--seed 0 --num-train 4 --num-val 2 --image-size 64"},
         # 6 iterations with a checkpoint after each: the kill below lands between two of them
-        "train_args": "--set train_cfg.max_iters=6 --set default_hooks.checkpoint.interval=1",
+        # (two kept, so that a run writes ~1 GB, not 2.5: pgd train refuses to start on a disk too full for it)
+        "train_args": "--set train_cfg.max_iters=6 --set default_hooks.checkpoint.interval=1 "
+                      "--set default_hooks.checkpoint.max_keep_ckpts=2",
         "pretrain_args": "--iters 1 --eval-images 8",
         "figures": {"samples": 2},
         # one torch thread per job so that two jobs share the two cores of a small machine
@@ -194,6 +196,13 @@ def _e2e_setup(tmp_path):
     }
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(cfg))
     return tmp_path / "results" / "mini"
+
+
+def _failed_job_logs(out: Path, chars: int = 3000) -> str:
+    """The ends of the job logs that hold a traceback: snakemake's own output names a failed job but not why."""
+    tails = [f"--- {log.relative_to(out)}\n{log.read_text(errors='replace')[-chars:]}"
+             for log in sorted(out.glob("logs/**/*.log")) if "Traceback" in log.read_text(errors="replace")]
+    return "\n".join(tails) or "(no job log holds a traceback)"
 
 
 def _e2e_cmd(tmp_path, *extra):
@@ -216,11 +225,13 @@ def test_end_to_end_with_interrupted_training(tmp_path):
     try:
         deadline = time.time() + 900
         while not (victim / "last_checkpoint").exists():     # the distilled student has saved an iteration
-            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert first.poll() is None, ((tmp_path / "first.log").read_text()[-3000:] + "\n"
+                                          + _failed_job_logs(out))
             assert time.time() < deadline, "the distilled run never reached its first checkpoint"
             time.sleep(0.5)
     finally:
-        os.killpg(first.pid, signal.SIGKILL)                  # snakemake and its training job, mid-run
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)              # snakemake and its training job, mid-run
         first.wait()
     assert not (victim / "model.pth").exists()               # nothing half-written under the final name
     done_before = sorted(p.name for p in victim.glob("iter_*.pth"))
@@ -230,7 +241,7 @@ def test_end_to_end_with_interrupted_training(tmp_path):
                                 "--configfile", str(tmp_path / "test.yaml"), "--unlock"],
                    check=True, capture_output=True, env=env, timeout=120)
     second = subprocess.run(_e2e_cmd(tmp_path), capture_output=True, text=True, env=env, timeout=1800)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:] + _failed_job_logs(out)
 
     # the rerun resumed from the checkpoint the killed job left, and finished the schedule
     train_log = (out / "logs" / "train" / "atss_r50_pgd_box.log").read_text()
