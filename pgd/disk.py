@@ -35,12 +35,14 @@ def optimizer_slots(optim_wrapper_cfg: Mapping[str, Any] | None) -> int:
     return _OPTIMIZER_SLOTS.get(kind, 2)   # an unknown optimizer: assume Adam-like, the larger estimate
 
 
+def _optimizer_state_bytes(model, optim_wrapper_cfg: Mapping[str, Any] | None) -> int:
+    return optimizer_slots(optim_wrapper_cfg) * _tensor_bytes(p for p in model.parameters() if p.requires_grad)
+
+
 def checkpoint_bytes(model, optim_wrapper_cfg: Mapping[str, Any] | None = None) -> int:
     """Bytes of one resume checkpoint: the state dict (a distiller's teacher is not in it) plus the optimizer's
     state for every trainable parameter. Meta and message-hub entries are kilobytes and are left out."""
-    state = _tensor_bytes(model.state_dict().values())
-    trainable = _tensor_bytes(p for p in model.parameters() if p.requires_grad)
-    return state + optimizer_slots(optim_wrapper_cfg) * trainable
+    return _tensor_bytes(model.state_dict().values()) + _optimizer_state_bytes(model, optim_wrapper_cfg)
 
 
 def checkpoints_kept(hook_cfg: Mapping[str, Any] | None, train_cfg: Mapping[str, Any] | None) -> int:
@@ -64,9 +66,9 @@ def checkpoints_kept(hook_cfg: Mapping[str, Any] | None, train_cfg: Mapping[str,
 
 def required_bytes(model, cfg: Mapping[str, Any]) -> tuple[int, int, int]:
     """(total, one checkpoint, checkpoints kept): what the run writes at its peak, ``model.pth`` included."""
-    one = checkpoint_bytes(model, cfg.get("optim_wrapper"))
+    final = _tensor_bytes(model.state_dict().values())      # model.pth: the state dict alone
+    one = final + _optimizer_state_bytes(model, cfg.get("optim_wrapper"))
     kept = checkpoints_kept((cfg.get("default_hooks") or {}).get("checkpoint"), cfg.get("train_cfg"))
-    final = _tensor_bytes(model.state_dict().values())
     return kept * one + final, one, kept
 
 

@@ -408,7 +408,7 @@ def train(args) -> Path:
     install_safe_globals()
     try:
         runner = Runner.from_cfg(cfg)
-        if int(os.environ.get("RANK", "0")) == 0:   # only rank 0 writes checkpoints
+        if is_main_process():   # only rank 0 writes checkpoints (the process group exists once the Runner does)
             check_free_space(runner.model, cfg, work_dir)
         runner.train()
     finally:

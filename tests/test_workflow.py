@@ -200,8 +200,8 @@ def _e2e_setup(tmp_path):
 
 def _failed_job_logs(out: Path, chars: int = 3000) -> str:
     """The ends of the job logs that hold a traceback: snakemake's own output names a failed job but not why."""
-    tails = [f"--- {log.relative_to(out)}\n{log.read_text(errors='replace')[-chars:]}"
-             for log in sorted(out.glob("logs/**/*.log")) if "Traceback" in log.read_text(errors="replace")]
+    texts = {log: log.read_text(errors="replace") for log in sorted(out.glob("logs/**/*.log"))}
+    tails = [f"--- {log.relative_to(out)}\n{text[-chars:]}" for log, text in texts.items() if "Traceback" in text]
     return "\n".join(tails) or "(no job log holds a traceback)"
 
 
