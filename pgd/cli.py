@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "table": ("pgd.report.tables", "render a paper table (LaTeX + CSV) from run metrics"),
     "figure": ("pgd.report.figures", "render a paper figure (PNG + PDF)"),
     "report": ("pgd.report.page", "write the per-profile report page"),
+    "status": ("pgd.status", "per run of a profile: done / stale / running / failed / missing"),
 }
 
 

@@ -64,12 +64,33 @@ def _choose(kind: str, value: Any, allowed) -> str:
 def _load(path: Path, what: str) -> Config:
     if not path.is_file():
         raise ConfigCompositionError(f'{what} config not found: {path}')
-    try:
-        return Config.fromfile(str(path))
-    # a config's own check of its inputs (mini's $PGD_MINI_TEACHER_ITERS), or mmengine's KeyError for a
-    # {{$VAR:default}} that is set but empty
-    except (ValueError, KeyError) as exc:
-        raise ConfigCompositionError(f'{what} config {path}: {exc}') from exc
+    # parsed once per process and handed out as copies: the workflow composes every run of the matrix at parse
+    # time (run digests), and re-reading the same ~25 files for 85 runs cost seconds per `snakemake` call.
+    # The key holds what a parse depends on: the file (and its _base_ files, through their mtimes) and the
+    # environment that {{$VAR:default}} substitutions read.
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, _tree_stamp(path),
+           tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith('PGD_'))))
+    if key not in _PARSED:
+        try:
+            # custom_imports stay unexecuted here: composing needs no registry, and importing mmdet would cost
+            # every `snakemake` start ~6 s. The Runner's config (config.py, parsed again) executes them.
+            _PARSED[key] = Config.fromfile(str(path), import_custom_modules=False)
+        # a config's own check of its inputs (mini's $PGD_MINI_TEACHER_ITERS), or mmengine's KeyError for a
+        # {{$VAR:default}} that is set but empty
+        except (ValueError, KeyError) as exc:
+            raise ConfigCompositionError(f'{what} config {path}: {exc}') from exc
+    return copy.deepcopy(_PARSED[key])
+
+
+_PARSED: dict[tuple, Config] = {}
+
+
+def _tree_stamp(path: Path) -> tuple:
+    """mtimes of the config tree's files: an edited `_base_` file invalidates every parse that may include it."""
+    root = config_root()
+    files = root.rglob('*.py') if path.resolve().is_relative_to(root.resolve()) else ()
+    return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in files))
 
 
 def load_profile(profile: str) -> Config:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pgd.evaluation.metrics import MetricsError, empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
+from pgd.provenance import metrics_provenance
 from pgd.train import (CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, parse_overrides, plain_model_config,
                        profile_results_dir, set_threads)
 
@@ -82,6 +83,9 @@ def evaluate(run_dir: Path, checkpoint: Path | None = None, out: Path | None = N
         record = empty_coco_record(_coco_ann_file(cfg.test_evaluator))
     else:
         record = to_metrics_json(raw, dataset)
+    prov = metrics_provenance(run_dir)
+    if prov is not None:  # which configuration (digest) and code (commit) these numbers come from
+        record["provenance"] = prov
     write_metrics_json(out, record)
     return record, cfg
 
@@ -108,7 +112,7 @@ def evaluate_and_log(run_dir: Path, results: str, mlflow: bool = True, checkpoin
         # an undefined metric (null, e.g. APl without large objects) has no MLflow value: it is left out there
         tracking.log_eval_metrics(
             profile_results_dir(run_dir, results, profile), profile, info.get("run_id") or run_dir.name,
-            {k: v for k, v in record.items() if v is not None}, artifacts=[out])
+            {k: v for k, v in record.items() if v is not None and k != "provenance"}, artifacts=[out])
     return record, out
 
 

@@ -192,6 +192,21 @@ def compose(args) -> tuple[Any, dict[str, Any]]:
     return cfg, info
 
 
+def run_recipe_of(cfg, profile: str) -> dict[str, Any]:
+    """The composed run's recipe (pgd.provenance): its teacher enters through the digest recorded in the teacher's
+    run directory, its backbone through the profile's pretraining recipe."""
+    from pgd.config import ConfigCompositionError
+    from pgd.provenance import pretrain_recipe, recorded_digest, run_recipe
+
+    teacher = (cfg.get("model") or {}).get("teacher") or {}
+    teacher_digest = recorded_digest(Path(teacher["config"]).parent) if teacher.get("config") else None
+    try:
+        pretrain = pretrain_recipe(profile)
+    except ConfigCompositionError:  # --config FILE with a --profile that names no profile file
+        pretrain = None
+    return run_recipe(cfg, pretrain, teacher_digest)
+
+
 def check_pretrained_backbone(cfg) -> None:
     """Fail before anything is built when the backbone's local pretrained checkpoint is missing (the mini profile
     loads `pgd pretrain`'s output), naming the file and how to make it, not deep inside init_weights."""
@@ -239,7 +254,9 @@ def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
         results_dir = profile_results_dir(Path(args.work_dir), args.results, info["profile"])
         backend = tracking.mlflow_vis_backend(
             results_dir, info["profile"], info["run_id"],
-            tags={k: info.get(k) for k in ("tables", "detector", "method", "role")})
+            tags={**{k: info.get(k) for k in ("tables", "detector", "method", "role", "digest", "git_commit",
+                                              "git_dirty")},
+                  "mlflow.source.git.commit": info.get("git_commit")})
         if args.resume and (Path(args.work_dir) / "last_checkpoint").is_file():
             previous = tracking.find_run(results_dir, info["profile"], info["run_id"])
             if previous is not None:
@@ -380,6 +397,7 @@ def train(args) -> Path:
 
     from pgd.checkpoint import install_safe_globals
     from pgd.disk import check_free_space
+    from pgd.provenance import digest, git_state, write_provenance
 
     set_threads(args.threads)
     if args.eval and (args.launcher != "none" or int(os.environ.get("WORLD_SIZE", "1")) > 1):
@@ -387,6 +405,8 @@ def train(args) -> Path:
                          "itself: run `pgd eval --run-dir <work dir>` after it")
     cfg, info = compose(args)
     check_pretrained_backbone(cfg)
+    recipe = run_recipe_of(cfg, args.profile)
+    info.update(digest=digest(recipe), **{f"git_{k}": v for k, v in git_state().items()})
     apply_runtime(cfg, args, info)
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -397,6 +417,7 @@ def train(args) -> Path:
     # older config.py is there and a rank could read it before rank 0 replaced it.
     if int(os.environ.get("RANK", "0")) == 0:
         atomic_write_text(config_path, text)
+        write_provenance(work_dir, recipe)
     # what trains is the dumped text parsed back, so config.py is exactly what `pgd eval` rebuilds
     cfg = Config(Config.fromstring(text, ".py").to_dict(), cfg_text=text, filename=str(config_path))
     _register_cpu_ddp()

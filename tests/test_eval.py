@@ -129,6 +129,8 @@ def test_eval_of_trained_run_writes_metrics(tiny_run):
     for key in ("AP", "AP50", "AP75"):
         assert 0.0 <= rec[key] <= 100.0
     assert rec["AP50"] >= rec["AP"] >= 0.0
+    # which configuration and code the numbers come from (pgd.provenance)
+    assert rec["provenance"]["digest"] == json.loads((tiny_run / "provenance.json").read_text())["digest"]
     # evaluation logs go under eval/, the run's config.py is left as training wrote it
     assert (tiny_run / "eval").is_dir()
     assert (tiny_run / "config.py").read_text() == config_before

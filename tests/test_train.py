@@ -192,6 +192,19 @@ def test_trained_run_layout_and_model(tiny_run):
     model.load_state_dict(ckpt["state_dict"], strict=True)
 
 
+def test_trained_run_records_its_digest(tiny_run):
+    """provenance.json: the digest of the recorded recipe, also in config.py's run_info (pgd.provenance)."""
+    from mmengine.config import Config
+
+    from pgd import provenance as pv
+
+    record = pv.read_provenance(tiny_run)
+    assert record is not None and set(record) >= {"digest", "recipe", "commit", "dirty", "time"}
+    assert pv.digest(record["recipe"]) == record["digest"]
+    assert Config.fromfile(str(tiny_run / "config.py")).run_info["digest"] == record["digest"]
+    assert record["commit"] is None or len(record["commit"]) == 40
+
+
 def _logged_steps(work_dir: Path) -> list[int]:
     """Steps of all loss records of a run dir, over every Runner session's scalars.json, oldest first."""
     out = []

@@ -29,6 +29,8 @@ COCO_KEYS: dict[str, str] = {
 }
 CROWDHUMAN_KEYS: dict[str, str] = {"MR": "mMR", "AP": "mAP", "JI": "JI"}
 DATASET_KEYS: dict[str, dict[str, str]] = {"coco": COCO_KEYS, "crowdhuman": CROWDHUMAN_KEYS}
+# optional: {"digest", "commit", "dirty"} of the training run (pgd.provenance), written by `pgd eval`
+PROVENANCE_KEY = "provenance"
 
 
 class MetricsError(ValueError):
@@ -135,8 +137,12 @@ def validate_record(record: Mapping[str, Any], source: str = "metrics record") -
     if dataset not in DATASET_KEYS:
         raise MetricsError(f"{source}: 'dataset' must be one of {sorted(DATASET_KEYS)}, got {dataset!r}")
     expected = {"dataset", *DATASET_KEYS[dataset]}
-    if set(record) != expected:
-        raise MetricsError(f"{source}: keys {sorted(record)} differ from the contract's {sorted(expected)}")
+    if set(record) - {PROVENANCE_KEY} != expected:
+        raise MetricsError(f"{source}: keys {sorted(record)} differ from the contract's {sorted(expected)} "
+                           f"(+ optional {PROVENANCE_KEY!r})")
+    prov = record.get(PROVENANCE_KEY)
+    if prov is not None and not (isinstance(prov, Mapping) and isinstance(prov.get("digest"), str)):
+        raise MetricsError(f"{source}: {PROVENANCE_KEY!r} must be a mapping with a 'digest' string, got {prov!r}")
     for key in DATASET_KEYS[dataset]:
         value = record[key]
         if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 100.0):

@@ -7,6 +7,7 @@ switches, the distiller flags and the schedule), so that which paper/code choice
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from pgd.matrix import FIGURES, TABLES, Matrix, check_seeds, load_matrix, run_dir
+from pgd.provenance import StaleRunsError, check_stale, run_commits
 from pgd.report.tables import SPECS, cell_frame, to_markdown
 
 FIGURE_CAPTIONS = {
@@ -82,8 +84,30 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def _table_runs(matrix: Matrix, table: str, seeds: list[int]) -> list[str]:
+    return [inst.name for _, inst in matrix.cell_instances(table, seeds)]
+
+
+def provenance_lines(matrix: Matrix, profile: str, seeds: list[int], results: str | Path,
+                     stale: list | tuple = ()) -> list[str]:
+    """Which code the runs were computed with, and which were computed with another configuration."""
+    commits = run_commits(matrix, [i.name for i in matrix.instances(seeds)], profile, results)
+    by_commit: dict[str, int] = {}
+    for c in commits.values():
+        by_commit[c] = by_commit.get(c, 0) + 1
+    lines = ["## Provenance", ""]
+    if not commits:
+        return lines + ["*No run has metrics yet.*", ""]
+    lines.append("Runs by the commit of the code that trained them (`+dirty`: with uncommitted changes): "
+                 + ", ".join(f"`{c}` ({n})" for c, n in sorted(by_commit.items())) + ".")
+    if stale:
+        lines += ["", f"**{len(stale)} run(s) are stale** (computed with another configuration than the current "
+                      "one; their cells carry a dagger): " + ", ".join(f"`{s.name}`" for s in stale) + "."]
+    return lines + [""]
+
+
 def build_page(profile: str, seeds: list[int], results: str | Path = "results",
-               matrix: Matrix | None = None) -> str:
+               matrix: Matrix | None = None, stale: list | tuple = ()) -> str:
     matrix = matrix if matrix is not None else load_matrix()
     seeds = check_seeds(seeds)
     out = Path(results) / profile
@@ -94,10 +118,15 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
              "Gains in parentheses are over the block's student (Table 4: the self-distillation S & T), computed "
              "from the displayed values. Each table is followed by the paper's own numbers "
              "(`pgd/report/paper_numbers.csv`).", ""]
+    lines += provenance_lines(matrix, profile, seeds, results, stale)
     for tid, (stem, rule) in TABLES.items():
         spec = SPECS[tid]
         lines += [f"## {stem.replace('_', ' ').capitalize()}: {spec.caption}", "",
                   f"Build alone: `snakemake --cores all {rule}`.", ""]
+        commits = sorted(set(run_commits(matrix, _table_runs(matrix, tid, seeds), profile, results).values()))
+        if len(commits) > 1:
+            lines += [f"> **Warning:** this table mixes runs computed with {len(commits)} code versions "
+                      f"({', '.join(commits)}); `pgd status` lists each run's.", ""]
         csv, tex = out / "tables" / f"{stem}.csv", out / "tables" / f"{stem}.tex"
         if not csv.is_file():
             lines += [f"*{csv} not built yet.*", ""]
@@ -119,11 +148,16 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
 
 
 def write_page(profile: str, seeds: list[int], results: str | Path = "results", matrix: Matrix | None = None,
-               out: str | Path | None = None) -> Path:
+               out: str | Path | None = None, allow_stale: bool = False) -> Path:
+    """Refuses (StaleRunsError) when a run's metrics come from another configuration, unless ``allow_stale``."""
+    matrix = matrix if matrix is not None else load_matrix()
+    seeds = check_seeds(seeds)
+    stale = check_stale(matrix, [i.name for i in matrix.instances(seeds)], profile, seeds, results, allow_stale,
+                        what="report")
     path = Path(out) if out else Path(results) / profile / "report.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(build_page(profile, seeds, results, matrix))
+    tmp.write_text(build_page(profile, seeds, results, matrix, stale))
     tmp.replace(path)
     return path
 
@@ -135,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--matrix", default=None)
     p.add_argument("--out", default=None, help="default <results>/<profile>/report.md")
+    p.add_argument("--allow-stale", action="store_true",
+                   help="write the page although some runs were computed with another configuration (named on it)")
     a = p.parse_args(argv)
-    path = write_page(a.profile, a.seeds, a.results, load_matrix(a.matrix), a.out)
+    try:
+        path = write_page(a.profile, a.seeds, a.results, load_matrix(a.matrix), a.out, a.allow_stale)
+    except StaleRunsError as err:
+        print(f"pgd report: error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {path}")
     return 0

@@ -14,6 +14,8 @@ import argparse
 import json
 import math
 import re
+import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pandas as pd
 
 from pgd.atomic import atomic_write_text
 from pgd.matrix import TABLES, Matrix, check_seeds, load_matrix, run_dir
+from pgd.provenance import Settings, StaleRunsError, check_stale
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -29,6 +32,8 @@ METRIC_LATEX = {"AP": "AP", "AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP
                 "APl": "AP$_L$", "MR": r"MR $\downarrow$", "JI": r"JI $\uparrow$"}
 METRIC_MD = {"AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": "APl", "MR": "MR (lower is better)"}
 CHECK = r"$\checkmark$"
+# a cell whose runs were computed with another configuration than the current one (`--allow-stale`)
+STALE_LATEX, STALE_MD = r"$^{\dagger}$", " †"
 
 
 class TableError(ValueError):
@@ -89,8 +94,9 @@ def read_metrics(path: Path, metrics: tuple[str, ...]) -> dict[str, float]:
 
 
 def collect_metrics(matrix: Matrix, table: str, profile: str, seeds: list[int], results: str | Path,
-                    allow_missing: bool = False) -> pd.DataFrame:
-    """Long frame (block, row, run, seed, metric, value) of every cell instance of a table."""
+                    allow_missing: bool = False, stale: Collection[str] = ()) -> pd.DataFrame:
+    """Long frame (block, row, run, seed, metric, value, stale) of every cell instance of a table; ``stale``: run
+    names whose metrics come from another configuration (pgd.provenance), marked in the table."""
     spec = spec_of(table)
     records = []
     for cell, inst in matrix.cell_instances(table, seeds):
@@ -101,9 +107,9 @@ def collect_metrics(matrix: Matrix, table: str, profile: str, seeds: list[int], 
             if allow_missing:
                 continue
             raise
-        records += [dict(block=cell.block or "", row=cell.row, run=inst.name, seed=inst.seed, metric=m, value=v)
-                    for m, v in values.items()]
-    return pd.DataFrame.from_records(records, columns=["block", "row", "run", "seed", "metric", "value"])
+        records += [dict(block=cell.block or "", row=cell.row, run=inst.name, seed=inst.seed, metric=m, value=v,
+                         stale=inst.name in stale) for m, v in values.items()]
+    return pd.DataFrame.from_records(records, columns=["block", "row", "run", "seed", "metric", "value", "stale"])
 
 
 def aggregate(long: pd.DataFrame) -> pd.DataFrame:
@@ -111,6 +117,7 @@ def aggregate(long: pd.DataFrame) -> pd.DataFrame:
     g = long.groupby(["block", "row", "metric"], sort=False)
     out = g["value"].agg(mean="mean", std="std", n="count")
     out["runs"] = g["run"].agg(lambda s: " ".join(sorted(set(s))))
+    out["stale"] = g["stale"].any() if "stale" in long else False
     return out.reset_index()
 
 
@@ -146,7 +153,8 @@ def tidy(table: str, ours: pd.DataFrame, paper: pd.DataFrame, order: list[tuple[
         df[col] = _gains(df[src], spec) if spec.baseline else float("nan")
     df = df.reset_index()
     df.insert(0, "table", table)
-    return df[["table", "block", "row", "metric", "mean", "std", "n", "gain", "paper", "paper_gain", "runs"]]
+    df["stale"] = df["stale"].astype("boolean").fillna(False).astype(bool) if "stale" in df else False
+    return df[["table", "block", "row", "metric", "mean", "std", "n", "gain", "paper", "paper_gain", "runs", "stale"]]
 
 
 def _gains(values: pd.Series, spec: TableSpec) -> pd.Series:
@@ -175,7 +183,9 @@ def cell_frame(table: str, tidy_df: pd.DataFrame, source: str, latex: bool = Tru
     spec = spec_of(table)
     df = tidy_df.copy()
     if source == "ours":
-        df["text"] = [fmt_value(m, s, g, latex) for m, s, g in zip(df["mean"], df["std"], df["gain"])]
+        stale = df["stale"] if "stale" in df else [False] * len(df)
+        df["text"] = [fmt_value(m, s, g, latex) + ((STALE_LATEX if latex else STALE_MD) if st else "")
+                      for m, s, g, st in zip(df["mean"], df["std"], df["gain"], stale)]
     else:
         df["text"] = [fmt_value(v, float("nan"), g, latex) for v, g in zip(df["paper"], df["paper_gain"])]
     label = METRIC_LATEX if latex else {m: METRIC_MD.get(m, m) for m in spec.metrics}
@@ -248,21 +258,27 @@ def to_markdown(table: str, tidy_df: pd.DataFrame, source: str) -> str:
 
 def build(table: str, profile: str, seeds: list[int], results: str | Path = "results",
           matrix: Matrix | None = None, paper_path: str | Path = PAPER_NUMBERS,
-          allow_missing: bool = False) -> pd.DataFrame:
+          allow_missing: bool = False, stale: Collection[str] = ()) -> pd.DataFrame:
     matrix = matrix if matrix is not None else load_matrix()
     spec_of(table)
     paper = load_paper_numbers(paper_path)
-    long = collect_metrics(matrix, table, profile, check_seeds(seeds), results, allow_missing)
+    long = collect_metrics(matrix, table, profile, check_seeds(seeds), results, allow_missing, stale)
     ours = aggregate(long) if len(long) else pd.DataFrame(columns=["block", "row", "metric", "mean", "std", "n",
-                                                                    "runs"])
+                                                                    "runs", "stale"])
     return tidy(table, ours, paper, row_order(table, matrix, paper))
 
 
 def write_table(table: str, profile: str, seeds: list[int], results: str | Path = "results",
                 out_dir: str | Path | None = None, matrix: Matrix | None = None,
-                paper_path: str | Path = PAPER_NUMBERS, allow_missing: bool = False) -> tuple[Path, Path]:
+                paper_path: str | Path = PAPER_NUMBERS, allow_missing: bool = False,
+                allow_stale: bool = False, settings: Settings | None = None) -> tuple[Path, Path]:
+    """Render one table. Refuses (StaleRunsError) when a run's metrics come from another configuration than the
+    current one (pgd.provenance), unless ``allow_stale``: then those cells carry a dagger."""
     stem = TABLES[table][0] if table in TABLES else None
-    df = build(table, profile, seeds, results, matrix, paper_path, allow_missing)
+    matrix = matrix if matrix is not None else load_matrix()
+    names = [inst.name for _, inst in matrix.cell_instances(table, check_seeds(seeds))]
+    stale = check_stale(matrix, names, profile, seeds, results, allow_stale, settings, f"table {table}")
+    df = build(table, profile, seeds, results, matrix, paper_path, allow_missing, {s.name for s in stale})
     out = Path(out_dir) if out_dir is not None else Path(results) / profile / "tables"
     out.mkdir(parents=True, exist_ok=True)
     tex, csv = out / f"{stem}.tex", out / f"{stem}.csv"
@@ -281,8 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paper-numbers", default=str(PAPER_NUMBERS))
     p.add_argument("--out-dir", default=None, help="default <results>/<profile>/tables")
     p.add_argument("--allow-missing", action="store_true", help="render cells without metrics.json as --")
+    p.add_argument("--allow-stale", action="store_true",
+                   help="render runs computed with another configuration than the current one, marked with a "
+                        "dagger (default: refuse and name them)")
     a = p.parse_args(argv)
-    tex, csv = write_table(a.table, a.profile, a.seeds, a.results, a.out_dir, load_matrix(a.matrix),
-                           a.paper_numbers, a.allow_missing)
+    try:
+        tex, csv = write_table(a.table, a.profile, a.seeds, a.results, a.out_dir, load_matrix(a.matrix),
+                               a.paper_numbers, a.allow_missing, a.allow_stale)
+    except StaleRunsError as err:
+        print(f"pgd table: error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {tex} and {csv}")
     return 0

@@ -163,6 +163,18 @@ def train_command():
 TRAINED = ".trained"
 
 
+# ------------------------------------------------------------------ run identity (pgd.provenance)
+# Every run's digest under the current configuration: a param of the training rules, so an edit that changes what
+# a run composes to (its matrix row, the profile, its method config, its teacher's recipe...) reruns exactly that
+# run and everything downstream; an edit that changes no composition (another row, a comment) reruns nothing.
+from pgd.provenance import Settings, TRAIN_ARGS_ENV, expected_digests
+
+# what `pgd table` / `pgd report` need to recompute the same digests (teacher_env() also checks teacher_iters)
+PROVENANCE_ENV = f"{TRAIN_ARGS_ENV}={shlex.quote(config['train_args'])} " + teacher_env()
+PROVENANCE_SETTINGS = Settings(train_args=config["train_args"], teacher_iters=config.get("teacher_iters"))
+EXPECTED = expected_digests(MATRIX, SEEDS, PROFILE, PROVENANCE_SETTINGS)
+
+
 def train_params(name):
     inst = INSTANCES[name]
     teacher = MATRIX.teacher_of(inst)
@@ -173,6 +185,7 @@ def train_params(name):
         teacher=f"--teacher-dir {run_path(teacher.name)}" if teacher else "",
         data_root=data_root_arg(inst.run.dataset),
         pretrained=pretrained_arg(),
+        digest=EXPECTED[name].digest,
     )
 
 

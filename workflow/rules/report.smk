@@ -10,7 +10,7 @@ rule report_page:
     resources: **resources_of("report")
     log: f"{LOGS}/report.log"
     shell:
-        f"{ENV} {PGD} report --profile {PROFILE} --results {RESULTS} --matrix {MATRIX_FILE} "
+        f"{ENV} {PROVENANCE_ENV} {PGD} report --profile {PROFILE} --results {RESULTS} --matrix {MATRIX_FILE} "
         f"--seeds {' '.join(map(str, SEEDS))} --out {{output}} > {{log}} 2>&1"
 
 

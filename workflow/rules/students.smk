@@ -1,23 +1,13 @@
 # Students: plain R50 / MobileNetV2 detectors and the distilled runs (which wait for their teacher's model.pth).
+# The job is a teacher's (rules/teachers.smk); only the runs it matches, the teacher directory and the resources
+# differ.
 
 
-rule train_student:
-    input: train_inputs
-    output:
-        model=run_path("{run}", "model.pth"),
-        metrics=run_path("{run}", "metrics.json"),
+use rule train_teacher as train_student with:
     wildcard_constraints: run=STUDENT_RE
     params:
-        matrix=MATRIX_FILE,
-        run_id=lambda w: train_params(w.run)["run_id"],
-        seed=lambda w: train_params(w.run)["seed"],
-        work_dir=lambda w: train_params(w.run)["work_dir"],
         teacher=lambda w: train_params(w.run)["teacher"],
-        data_root=lambda w: train_params(w.run)["data_root"],
-        pretrained=lambda w: train_params(w.run)["pretrained"],
-        extra=config["train_args"],
         env="",
+    priority: 0
     threads: res("train_student", "threads")
     resources: **resources_of("train_student")
-    log: f"{LOGS}/train/{{run}}.log"
-    shell: train_command()

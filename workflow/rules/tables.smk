@@ -21,36 +21,18 @@ rule table:
     resources: **resources_of("table")
     log: f"{LOGS}/tables/{{stem}}.log"
     shell:
-        f"{ENV} {PGD} table --table {{params.table_id}} --profile {PROFILE} --results {RESULTS} "
+        f"{ENV} {PROVENANCE_ENV} {PGD} table --table {{params.table_id}} --profile {PROFILE} --results {RESULTS} "
         f"--matrix {MATRIX_FILE} --seeds {{params.seeds}} --out-dir {TABLE_DIR} > {{log}} 2>&1"
 
 
 rule tables:
     input: TABLE_FILES
 
-rule table1:
-    input: table_target("table1")
-
-rule table2:
-    input: table_target("table2")
-
-rule table3:
-    input: table_target("table3")
-
-rule table4:
-    input: table_target("table4")
-
-rule table5:
-    input: table_target("table5")
-
-rule table6_k:
-    input: table_target("table6_k")
-
-rule table6_alpha:
-    input: table_target("table6_alpha")
+# one named target per table, from the matrix's table list (pgd.matrix.TABLES): `snakemake table5`
+for _table_id, (_stem, _rule_name) in TABLES.items():
+    rule:
+        name: _rule_name
+        input: table_target(_stem)
 
 rule table6:
     input: table_target("table6_k") + table_target("table6_alpha")
-
-rule table7:
-    input: table_target("table7")

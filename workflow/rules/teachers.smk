@@ -19,6 +19,8 @@ rule train_teacher:
         teacher="",
         data_root=lambda w: train_params(w.run)["data_root"],
         pretrained=lambda w: train_params(w.run)["pretrained"],
+        # not on the command line: the run's identity, so that a changed configuration reruns it
+        digest=lambda w: train_params(w.run)["digest"],
         extra=config["train_args"],
         env=teacher_env(),
     # teachers gate 73 of the 79 students: start them before the plain students that could fill the cores
