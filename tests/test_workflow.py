@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pgd.matrix import load_matrix
 
@@ -265,3 +266,19 @@ def test_end_to_end_with_interrupted_training(tmp_path):
     assert (out / "runs" / "atss_r101_teacher" / "pilot.csv").is_file()
     page = (out / "report.md").read_text()
     assert page.count("```latex") == 8 and "![Fig. 5:" in page and "PGDLoss(" in page
+    assert "## Provenance" in page and "are stale" not in page
+
+    # every run records the digest the workflow expects (so tables and `pgd status` see it as done)
+    from pgd.provenance import Settings, expected_digests
+
+    settings = yaml.safe_load((tmp_path / "test.yaml").read_text())
+    expected = expected_digests(load_matrix(tmp_path / "matrix.yaml"), [0], "mini",
+                                Settings(train_args=settings["train_args"]))
+    for name in E2E_RUNS:
+        metrics = json.loads((out / "runs" / name / "metrics.json").read_text())
+        assert metrics["provenance"]["digest"] == expected[name].digest, name
+    status = subprocess.run([sys.executable, "-m", "pgd.cli", "status", "--directory", str(tmp_path), "--config",
+                             f"results={tmp_path / 'results'}", f"matrix={tmp_path / 'matrix.yaml'}",
+                             f"train_args={settings['train_args']}"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert status.returncode == 0 and status.stdout.splitlines()[-1] == f"{len(E2E_RUNS)} runs: 4 done", status.stdout
