@@ -97,7 +97,7 @@ def test_validity(built):
     dp = build_adapter(model).dense_predictions(outs, metas)
     assert dp.valid[0].all()   # the first image fills the batch
     if detector in ('fcos', 'autoassign'):
-        assert dp.valid.all()   # anchor-free heads use every point, padding included (kd-methods 1.2)
+        assert dp.valid.all()   # anchor-free heads use every point, padding included (docs/methods.md §1.2)
         return
     ph, pw = metas[1]['pad_shape']
     pts = dp.points

@@ -142,7 +142,7 @@ def test_shape_errors():
 
 # ---------------------------------------------------------------------------------------------- official code
 def official_cls_loss(fs, ft, fg, bg, tau, alpha, beta, delta, level_weight):
-    """kd-methods 1.5 as coded: masks (N, 1, H, W) normalised by their non-zero count, then unsqueezed to
+    """docs/methods.md §1.5 as coded: masks (N, 1, H, W) normalised by their non-zero count, then unsqueezed to
     (N, 1, 1, H, W) against (N, C, H, W) features -> an (N, N, C, H, W) broadcast; sqrt-weighted MSE sums / N."""
     n, c, h, w = fs.shape
     fg = fg[:, None] / (fg[:, None] != 0).sum(dim=(2, 3), keepdim=True).clamp(min=1e-10)

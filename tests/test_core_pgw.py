@@ -281,7 +281,7 @@ def test_translation_by_largest_stride_translates_mask(seed, shift):
 
 # ---------------------------------------------------------------------------------------------- official code
 def official_pgw_per_image(cls_prob, pred_boxes, points, gt_boxes, gt_labels, k, xi, reg_var, swap=False):
-    """kd-methods 1.3 for one image: quality without indicator over all predictions, topk over dim 0, MLE,
+    """docs/methods.md §1.3 for one image: quality without indicator over all predictions, topk over dim 0, MLE,
     weight at the K candidates, strict validity after (with the B3 transposition if swap), max over objects.
     The U(-0.05, 0.05) noise is replaced by its expected covariance, as in the project."""
     if gt_boxes.shape[0] == 0:

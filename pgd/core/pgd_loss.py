@@ -84,7 +84,7 @@ def pgd_reg_loss(feats_s: Sequence[Tensor], feats_t: Sequence[Tensor], reg_impor
 
     'paper' (Eqs. 6, 9, per image then mean over images): gamma sum_{c,h,w} M A^T (F^T - F^S)^2 with
     M = I / #(I != 0); delta / (C #(I != 0)) sum_{I != 0} sum_c |A^T - A^S|.
-    'code' (kd-methods 1.6): over the batch set P = {(n, h, w): I != 0}, gamma mean_P I mean_c A^T (F^T - F^S)^2
+    'code' (docs/methods.md §1.6): over the batch set P = {(n, h, w): I != 0}, gamma mean_P I mean_c A^T (F^T - F^S)^2
     and delta mean_P sum_c |A^S - A^T|; 0 when P is empty.
     """
     _check_levels(feats_s, feats_t, reg_importance)

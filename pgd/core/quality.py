@@ -13,8 +13,8 @@ def quality_score(cls_prob: Tensor, boxes: Tensor, points: Tensor, gt_boxes: Ten
 
     cls_prob: (N, A, C) class probabilities, or (N, A, J, C) for J predictions per location; boxes: (N, A, 4) or
     (N, A, J, 4) decoded x1y1x2y2. With J the location's quality is the max over its J predictions (Sec. 3.1).
-    p is the probability of the GT's own class only (kd-methods Q7). Padded objects (gt_valid False) score 0.
-    inside_indicator=False drops the 1[X in b] factor (the official code ranks without it, kd-methods Q1).
+    p is the probability of the GT's own class only (docs/methods.md §1.9 Q7). Padded objects (gt_valid False) score 0.
+    inside_indicator=False drops the 1[X in b] factor (the official code ranks without it, docs/methods.md §1.9 Q1).
     """
     check_points(points)
     check_gt(gt_boxes, gt_valid)

@@ -2,7 +2,7 @@
 
 Every foreground strategy returns an importance I (N, A) in [0, 1] over all levels concatenated; like PGW it then
 goes through `split_levels` + `normalise_by_count` (Eq. 4). Objects are combined with a max, as in PGW.
-Definitions (kd-methods.md section 2; the paper gives names only):
+Definitions (docs/methods.md §2; the paper gives names only):
   box       1 inside any GT box.
   boxgauss  exp(-dx^2 / (2 sx^2) - dy^2 / (2 sy^2)) about the box centre with (sx, sy) = half the box size
             (DeFeat's Gaussian), inside the box only.
@@ -31,7 +31,7 @@ NEEDS_QUALITY = ("quality", "topkeq", "kde", "pgw")
 
 def background_mask(points: Tensor, gt_boxes: Tensor, gt_valid: Tensor, swap_xy: bool = False,
                     valid: Tensor | None = None) -> Tensor:
-    """(N, A) {0, 1}: 1 where the location lies strictly inside no GT box (kd-methods 1.4).
+    """(N, A) {0, 1}: 1 where the location lies strictly inside no GT box (docs/methods.md §1.4).
 
     Locations inside a box that PGW does not select get neither weight. `valid` False (batch padding of
     anchor-based heads) is 0, as the official anchor-based code unmaps with fill 0.

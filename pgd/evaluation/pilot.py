@@ -1,7 +1,7 @@
 """`pgd pilot` (paper Fig. 3): AP of a trained detector after dropping, before NMS, the top-X% of its predictions by
 quality inside the GT boxes.
 
-Protocol (kd-methods.md section 3; the paper gives one sentence, so every choice is stated):
+Protocol (docs/methods.md §3; the paper gives one sentence, so every choice is stated):
 * Candidates of a GT box b: the predictions (one per location for all five detectors) whose location lies strictly
   inside b and that are valid (anchor-based heads: inside the image's pad shape). n_b = their number.
 * Quality: Eq. 1 with xi = 0.8 (as Fig. 2), the GT class's probability only, IoU of the decoded box with b.

@@ -1,7 +1,7 @@
 """Per-detector adapters: a head's raw outputs -> :class:`~pgd.losses.base.DensePredictions`.
 
 PGD's quality score needs, for every prediction of every level, its location, the decoded box and the class
-probabilities (kd-methods.md 1.2). Each detector has its own prior convention and box parameterisation; the adapters
+probabilities (docs/methods.md §1.2). Each detector has its own prior convention and box parameterisation; the adapters
 reuse the head's own prior generator and box coder so that the boxes are exactly those of the head's
 ``predict_by_feat`` before clipping, score filtering and NMS.
 

@@ -83,7 +83,7 @@ def ddod_assign_from(head: nn.Module, cls_scores: list[Tensor], bbox_preds: list
     """Make a DDOD head's label assignment use other (teacher) predictions while its losses use its own.
 
     ``DDODHead.loss_by_feat`` hands the predictions to ``process_predictions_and_anchors`` only to build the
-    per-image score / box lists its two ATSS assigners read (kd-methods 1.8: the official distiller calls
+    per-image score / box lists its two ATSS assigners read (docs/methods.md §1.8: the official distiller calls
     ``get_targets`` with the teacher's outputs); the loss terms use the ``cls_scores`` / ``bbox_preds`` arguments.
     """
     original = head.process_predictions_and_anchors
@@ -140,7 +140,7 @@ def copy_matching(src: nn.Module, dst: nn.Module, prefixes: tuple[str, ...] = ('
                   ) -> tuple[list[str], list[str]]:
     """Copy every ``src`` tensor under ``prefixes`` into ``dst`` where the key exists with the same shape.
 
-    Returns (copied keys, skipped keys). PGD's ``init_student`` (kd-methods 1.8) - with a MobileNetV2 student the
+    Returns (copied keys, skipped keys). PGD's ``init_student`` (docs/methods.md §1.8) - with a MobileNetV2 student the
     FPN lateral convs differ in input channels and are skipped.
     """
     src_state, dst_state = src.state_dict(), dst.state_dict()
@@ -202,7 +202,8 @@ class DistillDetector(BaseDetector):
         if not isinstance(teacher_guided_assign, bool):
             raise ConfigError(f"teacher_guided_assign must be True, False or 'auto', got {teacher_guided_assign!r}")
         if teacher_guided_assign and self.detector != 'ddod':
-            raise ConfigError(f'teacher_guided_assign is DDOD-only (kd-methods 1.8), detector is {self.detector}')
+            raise ConfigError(f'teacher_guided_assign is DDOD-only (docs/methods.md §1.8), '
+                              f'detector is {self.detector}')
         self.teacher_guided_assign = teacher_guided_assign
 
         self.kd_losses = nn.ModuleList()
