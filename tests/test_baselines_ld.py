@@ -126,7 +126,7 @@ def test_vlr_region_and_weight_by_hand():
     ious = torch.tensor([1.0, 1 / 3, 0.0])
     thr = float(ious.mean() + ious.std())
     assert 0.25 * thr < 1 / 3 - 4 / 52 < thr
-    ctx = KDContext(student=FeatureSet([], [], [], ()), teacher=FeatureSet([], [], [], ()), teacher_pred=None,
+    ctx = KDContext(student=FeatureSet(neck=[], head_outs=()), teacher=FeatureSet(neck=[], head_outs=()), teacher_pred=None,
                     gt_boxes=gt, gt_labels=torch.zeros(1, 1, dtype=torch.long),
                     gt_valid=torch.ones(1, 1, dtype=torch.bool), batch_input_shape=(8, 8), img_shapes=[(8, 8)])
     s = torch.zeros(1, 3, 4, 2)
@@ -159,7 +159,7 @@ def test_cls_kd_and_imitation_normalisation_by_hand():
     ft = [torch.zeros(1, 2, 1, 2), torch.ones(1, 2, 1, 1)]
     ft[0][0, :, 0, 0] = torch.tensor([1.0, 3.0])          # masked location: squared error 1 + 9 over C = 2
     ft[0][0, :, 0, 1] = 5.0                               # unmasked
-    ctx = KDContext(student=FeatureSet(fs, [], [], ()), teacher=FeatureSet(ft, [], [], ()), teacher_pred=None,
+    ctx = KDContext(student=FeatureSet(neck=fs, head_outs=()), teacher=FeatureSet(neck=ft, head_outs=()), teacher_pred=None,
                     gt_boxes=torch.tensor([[[0.0, 0.0, 4.0, 4.0]]]), gt_labels=torch.zeros(1, 1, dtype=torch.long),
                     gt_valid=torch.ones(1, 1, dtype=torch.bool), batch_input_shape=(4, 8), img_shapes=[(4, 8)])
     torch.testing.assert_close(loss.imitation_loss(ctx, anchors, [2, 1]), torch.tensor(2.0 * 10 / 2))

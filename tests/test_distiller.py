@@ -141,7 +141,7 @@ def test_hooks_collect_levels_in_order():
         for feats, net in ((model._forward_teacher(inputs), model.teacher),
                            (model._forward_student(inputs), model.student)):
             # cleared after each pass, and disarmed: calling the head outside a pass records nothing
-            assert not model._teacher_hooks.cls and not model._student_hooks.reg
+            assert not model._teacher_taps.outputs['cls_feat'] and not model._student_taps.outputs['reg_feat']
             assert len(feats.neck) == len(feats.cls_feat) == len(feats.reg_feat) == 5
             for lvl, (h, w) in enumerate(LEVEL_SIZES):
                 assert feats.neck[lvl].shape == (2, FEAT, h, w)
@@ -154,7 +154,7 @@ def test_hooks_collect_levels_in_order():
     with torch.no_grad():
         model.predict(inputs, samples)
         model.teacher.predict(inputs, samples)
-    assert not model._student_hooks.cls and not model._teacher_hooks.reg
+    assert not model._student_taps.outputs['cls_feat'] and not model._teacher_taps.outputs['reg_feat']
     model.train()
     assert len(model._forward_student(inputs).cls_feat) == 5
 
@@ -362,3 +362,38 @@ def test_runner_distillation_from_a_trained_teacher_run(tiny_run, tiny_coco, tmp
     assert (work / 'iter_4.pth').is_file()
     assert pgd_eval.main(['--run-dir', str(work), '--no-mlflow', '--threads', '1']) == 0
     assert (work / 'metrics.json').is_file()
+
+
+def test_taps_record_exactly_what_the_losses_read():
+    """pgd.models.taps: the distiller hooks the union of its losses' taps; neck and head outputs are always there."""
+    plain = build('atss', kd_losses=[dict(type='FGDLoss', in_channels=FEAT, num_levels=5)])
+    assert plain.taps == {} and not plain._student_taps._handles       # FGD reads FPN outputs only: no hooks
+    inputs, samples = tiny_batch(plain, shapes=SHAPES)
+    feats = plain._forward_student(inputs)
+    assert set(feats) == {'neck', 'head_outs'}
+    with pytest.raises(AttributeError, match="no 'cls_feat' was recorded.*declare it as a tap"):
+        feats.cls_feat
+    neck_only = build('atss', kd_losses=[dict(type='PGDLoss', k=9, branches=['neck'])])
+    assert neck_only.taps == {}
+    assert set(build('atss').taps) == {'cls_feat', 'reg_feat'}
+    # a config's taps replace the loss's: here the cls branch distils the *second* tower conv
+    moved = build('atss', kd_losses=[dict(type='PGDLoss', k=9, branches=['cls'],
+                                          taps=dict(cls_feat='bbox_head.cls_convs.1'))])
+    with torch.no_grad():
+        feats = moved._forward_student(inputs)
+        head = moved.student.bbox_head
+        first = [head.cls_convs[0](x) for x in feats.neck]
+        torch.testing.assert_close(feats.cls_feat[2], head.cls_convs[1](first[2]))
+    with pytest.raises(ConfigError, match="no module 'bbox_head.nothing' for tap 'cls_feat'"):
+        build('atss', kd_losses=[dict(type='PGDLoss', k=9, taps=dict(cls_feat='bbox_head.nothing'))])
+    with pytest.raises(ConfigError, match="tap 'neck' is built in"):
+        build('atss', kd_losses=[dict(type='PGDLoss', k=9, taps=dict(neck='neck'))])
+    # a module that runs once per pass (per_level=False): its single output
+    from pgd.models.taps import TapRecorder, parse_taps
+
+    recorder = TapRecorder(moved.student, parse_taps(dict(c5=dict(module='backbone', per_level=False)), 'test'),
+                           'student')
+    with torch.no_grad(), recorder.recording():
+        out = moved.student.backbone(inputs)
+    taken = recorder.take(5)['c5']
+    assert len(taken) == len(out) and all(a is b for a, b in zip(taken, out))

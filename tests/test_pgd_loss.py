@@ -194,8 +194,9 @@ def test_settings_follow_detector_and_overrides():
         PGDLoss(fg_strategy='boxes')
     code = PGDLoss(preset='code')
     code.bind_detector('gfl')
-    assert code.gfl_decode_stride_bug and code.settings.k == 30 and code.settings.spatial_reduce == 'mean'
-    assert not PGDLoss(detector='gfl').gfl_decode_stride_bug
+    assert code.adapter_options() == {'gfl_decode_stride_bug': True}
+    assert code.settings.k == 30 and code.settings.spatial_reduce == 'mean'
+    assert PGDLoss(detector='gfl').adapter_options() == {}
     with pytest.raises(ConfigError, match='supports only'):
         PGDLoss.check_detector('retinanet')
 

@@ -16,18 +16,24 @@ class ConfigError(ValueError):
     """A KD method / detector / option combination that cannot work, raised before training starts."""
 
 
-@dataclass
-class FeatureSet:
-    """Hooked features of one detector (teacher or student) for one batch."""
+class FeatureSet(dict):
+    """What one detector (teacher or student) computed in a distillation pass, by name.
 
-    neck: list[Tensor]        # per level (N, C, H_l, W_l)
-    cls_feat: list[Tensor]    # output of bbox_head.cls_convs[0], per level
-    reg_feat: list[Tensor]    # output of bbox_head.reg_convs[0], per level
-    head_outs: tuple          # the raw bbox_head(x) outputs (tuple of per-level lists)
+    Always ``neck`` (FPN outputs, per level (N, C, H_l, W_l)) and ``head_outs`` (the raw ``bbox_head(x)`` outputs:
+    a tuple of per-level lists); plus every tap the KD losses declared (:mod:`pgd.models.taps`), e.g. ``cls_feat``
+    = the outputs of ``bbox_head.cls_convs.0`` per level. Entries read as attributes too (``feats.neck``).
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f'no {name!r} was recorded in this pass (recorded: {sorted(self)}); a KD loss that '
+                                 f'reads it must declare it as a tap (BaseKDLoss.required_taps)') from None
 
     @property
     def num_levels(self) -> int:
-        return len(self.neck)
+        return len(self['neck'])
 
 
 @dataclass
@@ -137,6 +143,17 @@ class BaseKDLoss(nn.Module):
 
     #: detectors this loss supports; None = all
     supported_detectors: tuple[str, ...] | None = None
+    #: the taps (pgd.models.taps) this loss reads, {name: module path}; a config's ``taps=`` overrides them by name
+    taps: dict[str, Any] = {}
+
+    def required_taps(self) -> dict[str, Any]:
+        """The tensors beyond ``neck`` / ``head_outs`` that :meth:`forward` reads, by name (pgd.models.taps)."""
+        return dict(self.taps)
+
+    def adapter_options(self) -> dict[str, Any]:
+        """Options this loss needs from the teacher's prediction adapter (pgd.models.adapters.build_adapter), e.g.
+        the official code's GFL decoding quirk. None by default."""
+        return {}
 
     def forward(self, ctx: KDContext) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -70,9 +70,17 @@ class PGDLoss(BaseKDLoss):
             raise ConfigError(f'PGDLoss configured for {self.settings.detector!r} but distils a {detector!r}')
         self.settings = self._make_settings(detector)
 
-    @property
-    def gfl_decode_stride_bug(self) -> bool:
-        return self.settings.gfl_decode_stride_bug
+    # the cls / reg branches distil the output of each head tower's first conv, per FPN level (paper Sec. 3.3)
+    taps = dict(cls_feat='bbox_head.cls_convs.0', reg_feat='bbox_head.reg_convs.0')
+
+    def required_taps(self) -> dict:
+        wanted = {'cls': 'cls_feat', 'reg': 'reg_feat'}
+        return {wanted[b]: self.taps[wanted[b]] for b in self.branches if b in wanted}
+
+    def adapter_options(self) -> dict:
+        # the official code decodes GFL boxes with a per-image stride (bug B2, docs/methods.md §1.9): the teacher's
+        # adapter reproduces it where the settings ask for it
+        return {'gfl_decode_stride_bug': True} if self.settings.gfl_decode_stride_bug else {}
 
     # ------------------------------------------------------------------ masks
     def importance(self, ctx: KDContext) -> tuple[list[Tensor] | None, list[Tensor] | None, list[Tensor]]:

@@ -1,9 +1,10 @@
 """The distiller: a frozen teacher, a student and KD losses, as one mmdet detector (``DistillDetector``).
 
-Per training step (docs/ARCHITECTURE.md, "The distiller"): teacher forward in eval mode without grad -> forward hooks
-on ``bbox_head.cls_convs[0]`` / ``reg_convs[0]`` collect, for teacher and student, the first tower conv output of
-every level (the FPN outputs come from ``extract_feat``) -> the detector adapter turns the teacher's head outputs
-into ``DensePredictions`` -> one ``KDContext`` goes to every KD loss -> their losses are added to the student's own.
+Per training step (docs/ARCHITECTURE.md, "The distiller"): teacher forward in eval mode without grad, then the
+student's -> each gives a ``FeatureSet``: its FPN outputs, its head's raw outputs and the taps its KD losses declared
+(pgd.models.taps: forward hooks on named modules, e.g. the first tower conv of every level) -> the detector adapter
+turns the teacher's head outputs into ``DensePredictions`` -> one ``KDContext`` goes to every KD loss -> their
+losses are added to the student's own.
 
 The teacher is deliberately *not* a registered submodule (as mmdet's ``KnowledgeDistillationSingleStageDetector``):
 it is then absent from ``parameters()`` (so from the optimizer and DDP), from ``state_dict()`` (so from every
@@ -28,54 +29,7 @@ from mmdet.structures import SampleList
 from pgd.checkpoint import load_checkpoint
 from pgd.losses.base import BaseKDLoss, ConfigError, FeatureSet, KDContext, gt_from_data_samples
 from pgd.models.adapters import build_adapter, detector_name
-
-
-class FeatureHooks:
-    """Forward hooks on a head's first cls / reg tower conv: they fire once per level, in level order."""
-
-    def __init__(self, head: nn.Module, owner: str) -> None:
-        for attr in ('cls_convs', 'reg_convs'):
-            convs = getattr(head, attr, None)
-            if convs is None or len(convs) == 0:
-                raise ConfigError(f'{owner} {type(head).__name__} has no {attr}[0] to hook (stacked_convs >= 1 '
-                                  'is needed for PGD-style head distillation)')
-        self.cls: list[Tensor] = []
-        self.reg: list[Tensor] = []
-        self.armed = False   # record only inside the distiller's own passes (not in predict / validation)
-        self._handles = [head.cls_convs[0].register_forward_hook(self._record(self.cls)),
-                         head.reg_convs[0].register_forward_hook(self._record(self.reg))]
-
-    def _record(self, store: list[Tensor]):
-        def hook(module, inputs, output):
-            if self.armed:
-                # fp32 even when the head runs under autocast (pgd.models.feature_autocast): KD losses are fp32
-                store.append(output.float() if output.dtype != torch.float32 else output)
-        return hook
-
-    def clear(self) -> None:
-        self.cls.clear()
-        self.reg.clear()
-
-    @contextmanager
-    def recording(self):
-        self.clear()
-        self.armed = True
-        try:
-            yield
-        finally:
-            self.armed = False
-
-    def take(self, num_levels: int, owner: str) -> tuple[list[Tensor], list[Tensor]]:
-        cls, reg = list(self.cls), list(self.reg)
-        self.clear()
-        if len(cls) != num_levels or len(reg) != num_levels:
-            raise RuntimeError(f'{owner} hooks collected {len(cls)} cls / {len(reg)} reg features for '
-                               f'{num_levels} levels: the head was called more than once per pass')
-        return cls, reg
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
+from pgd.models.taps import TapRecorder, merge_taps, parse_taps
 
 
 @contextmanager
@@ -207,18 +161,31 @@ class DistillDetector(BaseDetector):
         self.teacher_guided_assign = teacher_guided_assign
 
         self.kd_losses = nn.ModuleList()
-        for cfg in kd_losses or []:
-            loss = MODELS.build(_as_cfg(cfg))
+        taps, adapter_options = {}, {}
+        for i, cfg in enumerate(kd_losses or []):
+            cfg = _as_cfg(cfg).copy()
+            tap_spec = cfg.pop('taps', None)   # the config's taps override the loss class's, name by name
+            loss = MODELS.build(cfg)
             if not isinstance(loss, BaseKDLoss):
                 raise ConfigError(f'kd_losses entry {cfg.get("type")} is not a BaseKDLoss')
             loss.check_detector(self.detector)
             loss.bind_detector(self.detector)
+            owner = f'kd_losses[{i}] {type(loss).__name__}'
+            if tap_spec is not None:
+                loss.taps = {**loss.taps, **{name: tap.module if tap.per_level else dict(module=tap.module,
+                                                                                           per_level=False)
+                                             for name, tap in parse_taps(tap_spec, owner).items()}}
+            taps[owner] = parse_taps(loss.required_taps(), owner)
+            for key, value in loss.adapter_options().items():
+                if adapter_options.setdefault(key, value) != value:
+                    raise ConfigError(f'{owner} needs adapter option {key}={value!r}, another KD loss '
+                                      f'{adapter_options[key]!r}')
             self.kd_losses.append(loss)
 
-        gfl_bug = any(getattr(loss, 'gfl_decode_stride_bug', False) for loss in self.kd_losses)
-        self.adapter = build_adapter(teacher_net, gfl_decode_stride_bug=gfl_bug)
-        self._teacher_hooks = FeatureHooks(teacher_net.bbox_head, 'teacher')
-        self._student_hooks = FeatureHooks(self.student.bbox_head, 'student')
+        self.adapter = build_adapter(teacher_net, **adapter_options)
+        self.taps = merge_taps(taps)   # recorded in every pass: exactly what the losses read
+        self._teacher_taps = TapRecorder(teacher_net, self.taps, 'teacher')
+        self._student_taps = TapRecorder(self.student, self.taps, 'student')
 
         self.init_student = init_student
         self.init_student_report: tuple[list[str], list[str]] = ([], [])
@@ -254,20 +221,20 @@ class DistillDetector(BaseDetector):
         return self.student.state_dict()
 
     # ------------------------------------------------------------------ passes
+    @staticmethod
+    def _pass(net: nn.Module, recorder: TapRecorder, batch_inputs: Tensor) -> FeatureSet:
+        with recorder.recording():
+            neck = net.extract_feat(batch_inputs)
+            outs = net.bbox_head(neck)
+        return FeatureSet(neck=list(neck), head_outs=outs, **recorder.take(len(neck)))
+
     def _forward_teacher(self, batch_inputs: Tensor) -> FeatureSet:
         self.teacher.eval()
-        with torch.no_grad(), self._teacher_hooks.recording():
-            neck = self.teacher.extract_feat(batch_inputs)
-            outs = self.teacher.bbox_head(neck)
-        cls, reg = self._teacher_hooks.take(len(neck), 'teacher')
-        return FeatureSet(neck=list(neck), cls_feat=cls, reg_feat=reg, head_outs=outs)
+        with torch.no_grad():
+            return self._pass(self.teacher, self._teacher_taps, batch_inputs)
 
     def _forward_student(self, batch_inputs: Tensor) -> FeatureSet:
-        with self._student_hooks.recording():
-            neck = self.student.extract_feat(batch_inputs)
-            outs = self.student.bbox_head(neck)
-        cls, reg = self._student_hooks.take(len(neck), 'student')
-        return FeatureSet(neck=list(neck), cls_feat=cls, reg_feat=reg, head_outs=outs)
+        return self._pass(self.student, self._student_taps, batch_inputs)
 
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> dict[str, Tensor]:
         teacher = self._forward_teacher(batch_inputs)
