@@ -12,13 +12,15 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
+from pgd.errors import UserError
+
 __all__ = ["DiskSpaceError", "checkpoint_bytes", "checkpoints_kept", "required_bytes", "check_free_space"]
 
 # per-parameter tensors an optimizer keeps in its state dict (SGD: momentum buffer; Adam family: two moments)
 _OPTIMIZER_SLOTS = {"SGD": 1, "Adam": 2, "AdamW": 2, "RMSprop": 1, "Adagrad": 1}
 
 
-class DiskSpaceError(RuntimeError):
+class DiskSpaceError(UserError, RuntimeError):
     """The work dir's file system has less free space than the run will write."""
 
 

@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pgd.evaluation.metrics import MetricsError, empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
+from pgd.errors import UserError, debug_enabled, report_user_error
+from pgd.evaluation.metrics import empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
 from pgd.train import (CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, parse_overrides, plain_model_config,
                        profile_results_dir, set_threads)
 
 
-class EvalError(RuntimeError):
+class EvalError(UserError, RuntimeError):
     """A run directory that cannot be evaluated (missing config or checkpoint, no evaluator)."""
 
 
@@ -42,6 +43,8 @@ def build_test_config(run_dir: Path, checkpoint: Path, overrides: dict[str, Any]
     """The run's config turned into a single-process test config of the plain detector."""
     from mmengine.config import Config
 
+    from pgd.config import apply_overrides
+
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise EvalError(f"config not found: {config_path} (is {run_dir} a trained run directory?)")
@@ -59,7 +62,8 @@ def build_test_config(run_dir: Path, checkpoint: Path, overrides: dict[str, Any]
     cfg.work_dir = str(run_dir / "eval")
     # the training run's MLflow backend would open a second run; eval logs through pgd.tracking instead
     cfg.visualizer = dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")])
-    cfg.merge_from_dict(overrides or {})
+    # the key must exist (+key adds one); data_root=DIR re-points the datasets and evaluators, as in pgd train
+    apply_overrides(cfg, overrides)
     return cfg
 
 
@@ -114,14 +118,15 @@ def evaluate_and_log(run_dir: Path, results: str, mlflow: bool = True, checkpoin
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    set_threads(args.threads)
     try:
+        set_threads(args.threads)
         record, out = evaluate_and_log(Path(args.run_dir), args.results, not args.no_mlflow,
                                        Path(args.checkpoint) if args.checkpoint else None,
                                        Path(args.out) if args.out else None, parse_overrides(args.overrides))
-    except (EvalError, MetricsError) as err:
-        print(f"pgd eval: error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:   # bad input: one message (pgd --debug shows the traceback)
+        if debug_enabled():
+            raise
+        return report_user_error("pgd eval", err)
     print(f"pgd eval: wrote {out}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "dataset"))
     return 0
 

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from pgd.atomic import atomic_write_text
+from pgd.errors import UserError, debug_enabled, report_user_error
 
 RUN_INFO_KEY = "run_info"  # top-level config key: run id, profile and the MLflow tags of this run
 MODEL_FILE = "model.pth"
 CONFIG_FILE = "config.py"
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError, RuntimeError):
     """Bad command line or inconsistent run directory."""
 
 
@@ -142,7 +143,9 @@ def compose(args) -> tuple[Any, dict[str, Any]]:
         run_id = args.run_id or Path(args.work_dir or args.config).stem
         if args.work_dir is None:
             raise TrainError("--config needs --work-dir")
-        cfg.merge_from_dict(overrides)
+        from pgd.config import apply_overrides
+
+        apply_overrides(cfg, overrides)
         info = {"run_id": run_id, "profile": args.profile, "detector": "", "method": "", "role": "",
                 "dataset": "", "tables": ""}
         return cfg, info
@@ -426,24 +429,14 @@ def train(args) -> Path:
     return model_path
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that describe bad input (command line, matrix, config tree): a message, not a traceback."""
-    from pgd.config import ConfigCompositionError
-    from pgd.disk import DiskSpaceError
-    from pgd.eval import EvalError
-    from pgd.evaluation.metrics import MetricsError
-    from pgd.matrix import MatrixError
-
-    return TrainError, ConfigCompositionError, MatrixError, EvalError, MetricsError, DiskSpaceError
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         path = train(args)
-    except _user_errors() as err:
-        print(f"pgd train: error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:   # bad input: one message (pgd --debug shows the traceback)
+        if debug_enabled():
+            raise
+        return report_user_error("pgd train", err)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"pgd train: wrote {path}")
     return 0
