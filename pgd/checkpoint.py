@@ -37,7 +37,7 @@ import torch
 from pgd.atomic import atomic_path
 from pgd.errors import UserError
 
-__all__ = ["CheckpointError", "mmengine_safe_globals", "install_safe_globals", "load_checkpoint",
+__all__ = ["CheckpointError", "check_checkpoint", "mmengine_safe_globals", "install_safe_globals", "load_checkpoint",
            "save_checkpoint"]
 
 # Statistics methods HistoryBuffer registers for itself (mmengine 0.10.7, HistoryBuffer.__init__).
@@ -122,6 +122,29 @@ def _check_format(path: Path) -> None:
             f"{path} is not a checkpoint: neither a torch zip archive nor a legacy torch file "
             f"({path.stat().st_size} bytes; a truncated copy, or another kind of file). Re-create it: training "
             f"writes model.pth when it finishes")
+
+
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Cheap early check (before a Runner is built): the file exists, is a torch checkpoint, and names no global
+    outside the allow-list. Reads the pickle's opcodes, not the tensors; :func:`load_checkpoint` checks the rest."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    _check_format(path)
+    if not zipfile.is_zipfile(path):
+        return   # the legacy format: torch lists no globals for it, load_checkpoint refuses what is not allowed
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as err:  # noqa: BLE001  (a zip without torch's data.pkl, a truncated pickle)
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
+                              f"re-create it") from err
+    allowed = {name for _, name in mmengine_safe_globals()}
+    refused = sorted(set(names) - allowed)
+    if refused:
+        raise CheckpointError(
+            f"{path}: refused by the safe (weights_only) loader: it holds {', '.join(refused)}, which "
+            f"pgd.checkpoint's allow-list does not cover. Checkpoints may hold tensors, containers, numbers, strings "
+            f"and mmengine's message-hub objects; save plain state dicts")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:

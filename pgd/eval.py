@@ -16,8 +16,8 @@ from typing import Any
 
 from pgd.errors import UserError, debug_enabled, report_user_error
 from pgd.evaluation.metrics import empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
-from pgd.train import (CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, parse_overrides, plain_model_config,
-                       profile_results_dir, set_threads)
+from pgd.train import (CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, check_data_files, parse_overrides,
+                       plain_model_config, profile_results_dir, set_threads)
 
 
 class EvalError(UserError, RuntimeError):
@@ -72,11 +72,14 @@ def evaluate(run_dir: Path, checkpoint: Path | None = None, out: Path | None = N
     """Run the test loop; returns (metrics.json record, the config used)."""
     from mmengine.runner import Runner
 
-    from pgd.checkpoint import install_safe_globals
+    from pgd.checkpoint import check_checkpoint, install_safe_globals
 
     checkpoint = checkpoint or run_dir / MODEL_FILE
     out = out or run_dir / "metrics.json"
     cfg = build_test_config(run_dir, checkpoint, overrides)
+    # user errors that would otherwise surface inside the Runner, after mmengine's environment and config dump
+    check_checkpoint(checkpoint)
+    check_data_files(cfg, ("test_dataloader",))
     info = cfg.get(RUN_INFO_KEY) or {}
     dataset = info.get("dataset") or infer_dataset(cfg.test_evaluator)
     runner = Runner.from_cfg(cfg)

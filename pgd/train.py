@@ -209,6 +209,76 @@ def check_pretrained_backbone(cfg) -> None:
             f"$PGD_PRETRAINED_DIR or --set pretrained_dir=DIR at the folder that holds it")
 
 
+DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+
+
+def _data_hint(cfg) -> str:
+    """How to provide a run's missing dataset: generate the synthetic one, or point the real one's root at it."""
+    from pgd.config import ConfigCompositionError, load_profile
+    from pgd.workflow_config import DATASET_LAYOUT
+
+    run = cfg.get("pgd") or {}
+    dataset = run.get("dataset")
+    if dataset not in DATASET_LAYOUT:
+        return "point --set data_root=DIR at the dataset"
+    try:
+        synthetic = str(load_profile(run.get("profile")).datasets.get(dataset, "")).startswith("synth")
+    except ConfigCompositionError:
+        synthetic = False
+    if synthetic:
+        return (f"generate it with `pgd data {dataset} --out DIR` (Snakemake's data rules do) and pass "
+                f"--set data_root=DIR")
+    key, layout = DATASET_LAYOUT[dataset]
+    env = "PGD_COCO_ROOT" if dataset == "coco" else "PGD_CROWDHUMAN_ROOT"
+    return (f"point ${env} (Snakemake: --config {key}=DIR) or --set data_root=DIR at the {dataset} folder, "
+            f"which holds {layout}")
+
+
+def check_data_files(cfg, loaders=DATALOADERS) -> None:
+    """Fail before the Runner is built (and before its environment dump) when an annotation file or image folder
+    of the run's datasets is missing, naming the file and how to provide it."""
+    for key in loaders:
+        ds = (cfg.get(key) or {}).get("dataset") or {}
+        if "ann_file" not in ds:
+            continue   # a wrapper dataset (ConcatDataset, ...): mmdet reports its own errors
+        root = str(ds.get("data_root") or "")
+        ann = Path(root, ds["ann_file"])
+        img = (ds.get("data_prefix") or {}).get("img")
+        for path, what in ((ann, "annotation file"), (Path(root, img) if img else None, "image folder")):
+            if path is not None and not (path.is_file() if what == "annotation file" else path.is_dir()):
+                raise TrainError(f"{key}: {what} not found: {path}; {_data_hint(cfg)}")
+
+
+def check_distillation(cfg) -> None:
+    """Fail before the Runner is built when a distilled run cannot work: a KD loss that does not apply to the
+    detector (LD on ATSS), a keyword its class does not take, or a teacher checkpoint that is not one."""
+    import inspect
+
+    from mmdet.registry import MODELS
+
+    import pgd.losses  # noqa: F401  (registers the KD losses)
+    from pgd.checkpoint import check_checkpoint
+
+    model = cfg.model
+    if model.get("type") != "DistillDetector":
+        return
+    detector = (cfg.get("pgd") or {}).get("detector")
+    for loss_cfg in model.get("kd_losses") or []:
+        loss_cfg = dict(loss_cfg)
+        cls = MODELS.get(loss_cfg.pop("type", None))
+        if cls is None:
+            continue   # the distiller names an unregistered type itself
+        if detector and hasattr(cls, "check_detector"):
+            cls.check_detector(detector)   # ConfigError (a UserError) with the reason
+        try:
+            inspect.signature(cls).bind(**loss_cfg)
+        except TypeError as err:
+            raise TrainError(f"KD loss {cls.__name__}: {err} (model.kd_losses of the run's config)") from None
+    teacher = model.get("teacher") or {}
+    if teacher.get("checkpoint"):
+        check_checkpoint(teacher["checkpoint"])
+
+
 def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
     """Work dir, seed, launcher / distributed backend, resume and the MLflow backend: the same for every run."""
     import torch
@@ -389,7 +459,10 @@ def train(args) -> Path:
         raise TrainError("--eval tests in the training process, which a distributed run does not have to "
                          "itself: run `pgd eval --run-dir <work dir>` after it")
     cfg, info = compose(args)
+    # user errors that would otherwise surface inside the Runner, after mmengine's environment and config dump
     check_pretrained_backbone(cfg)
+    check_data_files(cfg)
+    check_distillation(cfg)
     apply_runtime(cfg, args, info)
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
