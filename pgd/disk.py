@@ -89,5 +89,5 @@ def check_free_space(model, cfg: Mapping[str, Any], work_dir: str | Path) -> int
         raise DiskSpaceError(
             f"not enough disk space in {work_dir}: {_mb(free)} free, and the run writes about {_mb(need)} "
             f"({kept} resume checkpoint(s) of {_mb(one)} at a time, then model.pth). Free some space, or keep fewer "
-            f"checkpoints: --set default_hooks.checkpoint.max_keep_ckpts=1")
+            f"checkpoints: --set +default_hooks.checkpoint.max_keep_ckpts=1")
     return need

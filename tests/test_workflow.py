@@ -188,8 +188,9 @@ def _e2e_setup(tmp_path):
                  "crowdhuman_args": "--seed 0 --num-train 4 --num-val 2 --image-size 64"},
         # 6 iterations with a checkpoint after each: the kill below lands between two of them
         # (two kept, so that a run writes ~1 GB, not 2.5: pgd train refuses to start on a disk too full for it)
+        # (+: the mini students' checkpoint hook has no max_keep_ckpts of its own)
         "train_args": "--set train_cfg.max_iters=6 --set default_hooks.checkpoint.interval=1 "
-                      "--set default_hooks.checkpoint.max_keep_ckpts=2",
+                      "--set +default_hooks.checkpoint.max_keep_ckpts=2",
         "pretrain_args": "--iters 1 --eval-images 8",
         "figures": {"samples": 2},
         # one torch thread per job so that two jobs share the two cores of a small machine
