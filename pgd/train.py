@@ -258,6 +258,8 @@ def check_distillation(cfg) -> None:
 
     import pgd.losses  # noqa: F401  (registers the KD losses)
     from pgd.checkpoint import check_checkpoint
+    from pgd.errors import did_you_mean
+    from pgd.vocab import kd_loss_keywords, kd_loss_types
 
     model = cfg.model
     if model.get("type") != "DistillDetector":
@@ -270,10 +272,18 @@ def check_distillation(cfg) -> None:
             continue   # the distiller names an unregistered type itself
         if detector and hasattr(cls, "check_detector"):
             cls.check_detector(detector)   # ConfigError (a UserError) with the reason
-        try:
-            inspect.signature(cls).bind(**loss_cfg)
-        except TypeError as err:
-            raise TrainError(f"KD loss {cls.__name__}: {err} (model.kd_losses of the run's config)") from None
+        if cls.__name__ in kd_loss_types():   # PGDLoss(**settings) included: its keys are PGDSettings' fields
+            allowed = kd_loss_keywords(cls.__name__)
+            for key in loss_cfg:
+                if key not in allowed:
+                    raise TrainError(f"KD loss {cls.__name__} has no option {key!r}{did_you_mean(key, allowed)} "
+                                     f"(model.kd_losses of the run's config); its options: "
+                                     f"{', '.join(sorted(allowed))}")
+        else:
+            try:
+                inspect.signature(cls).bind(**loss_cfg)
+            except TypeError as err:
+                raise TrainError(f"KD loss {cls.__name__}: {err} (model.kd_losses of the run's config)") from None
     teacher = model.get("teacher") or {}
     if teacher.get("checkpoint"):
         check_checkpoint(teacher["checkpoint"])

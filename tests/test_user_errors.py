@@ -232,3 +232,14 @@ def test_dispatcher_user_error_bug_and_debug(fake_command, capsys):
     fake_command.setenv("FAKE_ERROR", "bug")
     with pytest.raises(RuntimeError, match="a bug"):   # a bug keeps its traceback
         cli.main(["fake"])
+
+
+def test_kd_loss_keys_added_with_plus_are_still_checked_before_the_runner():
+    from pgd.config import compose_config
+    from pgd.train import check_distillation
+
+    cfg = compose_config("atss", "r50", "mini", "student", method="pgd",
+                         teacher=dict(config="t/config.py", checkpoint="t/model.pth"),
+                         overrides={"+model.kd_losses.0.alhpa": 0.1})
+    with pytest.raises(UserError, match=r"KD loss PGDLoss has no option 'alhpa' \(did you mean 'alpha'\?\)"):
+        check_distillation(cfg)
