@@ -306,11 +306,12 @@ def _parse_run(row: Any, where: str) -> Run:
 def method_detectors(method: str) -> tuple[str, ...] | None:
     """The detectors every KD loss of ``method`` supports (None: all), from the losses' ``supported_detectors``."""
     from pgd.config import distill_loss_types
-    from pgd.vocab import kd_loss_detectors
+    from pgd.vocab import kd_loss_detectors, kd_loss_types
 
     allowed = set(DETECTORS)
     for loss_type in distill_loss_types(method):
-        allowed &= set(kd_loss_detectors(loss_type) or DETECTORS)
+        if loss_type in kd_loss_types():   # a loss from outside pgd/losses checks itself when it is built
+            allowed &= set(kd_loss_detectors(loss_type) or DETECTORS)
     return None if allowed == set(DETECTORS) else tuple(d for d in DETECTORS if d in allowed)
 
 
