@@ -155,18 +155,26 @@ def test_random_bytes_model_is_not_a_checkpoint(tmp_path, tiny_coco):
     assert p.returncode == 1 and "Traceback" in p.stderr and "CheckpointError" in p.stderr
 
 
-def test_refused_checkpoint_says_why_without_weights_only_false(tmp_path, tiny_coco):
+def test_refused_checkpoint_says_why_without_weights_only_false(tmp_path):
     import argparse
 
     import torch
 
+    from pgd.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
+
     path = tmp_path / "bad.pth"
     torch.save({"state_dict": {}, "meta": argparse.Namespace(x=1)}, path)
-    run = _run_dir(tmp_path, tiny_coco, path.read_bytes())
-    p = pgd("eval", "--run-dir", str(run), "--no-mlflow", cwd=tmp_path)
-    assert_one_message(p, "pgd eval", "refused by the safe (weights_only) loader: it holds argparse.Namespace, "
-                                      "which pgd.checkpoint's allow-list does not cover")
-    assert "weights_only=False" not in p.stderr and "weights_only` set to `False" not in p.stderr
+    with pytest.raises(CheckpointError) as early:      # before a Runner: reads the pickle's opcodes only
+        check_checkpoint(path)
+    assert str(early.value) == (
+        f"{path}: refused by the safe (weights_only) loader: it holds argparse.Namespace, which pgd.checkpoint's "
+        "allow-list does not cover. Checkpoints may hold tensors, containers, numbers, strings and mmengine's "
+        "message-hub objects; save plain state dicts")
+    with pytest.raises(CheckpointError) as late:       # the loader itself: torch's reason without its advice
+        load_checkpoint(path)
+    assert "GLOBAL argparse.Namespace was not an allowed global" in str(late.value)
+    for err in (early.value, late.value):
+        assert "weights_only=False" not in str(err) and "`False`" not in str(err) and "add_safe_globals" not in str(err)
 
 
 def test_eval_data_root_repoints_the_saved_run(tmp_path, tiny_coco):
