@@ -36,8 +36,8 @@ _SETTINGS_OF = {"PGDLoss": PGDSettings}
 
 def config_root() -> Path:
     """The `configs/` directory of this checkout ($PGD_CONFIG_ROOT overrides it)."""
-    env = os.environ.get('PGD_CONFIG_ROOT')
-    return Path(env) if env else Path(__file__).resolve().parent.parent / 'configs'
+    env = os.environ.get("PGD_CONFIG_ROOT")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
 
 
 def _backbones() -> tuple[str, ...]:
