@@ -19,8 +19,7 @@ import subprocess
 import sys
 import time
 
-DETECTORS = ('fcos', 'autoassign', 'atss', 'gfl', 'ddod')
-BACKBONES = ('r101', 'r50', 'mbv2')
+from pgd.vocab import BACKBONES, DETECTORS
 
 
 def _cpu_seconds() -> float:

@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from pgd.atomic import atomic_path
+from pgd.errors import UserError
 
-__all__ = ["CheckpointError", "mmengine_safe_globals", "install_safe_globals", "load_checkpoint",
+__all__ = ["CheckpointError", "check_checkpoint", "mmengine_safe_globals", "install_safe_globals", "load_checkpoint",
            "save_checkpoint"]
 
 # Statistics methods HistoryBuffer registers for itself (mmengine 0.10.7, HistoryBuffer.__init__).
@@ -46,7 +48,7 @@ _NUMPY_DTYPE_CLASSES = ("BoolDType", "Int8DType", "Int16DType", "Int32DType", "I
                         "UInt16DType", "UInt32DType", "UInt64DType", "Float16DType", "Float32DType", "Float64DType")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file could not be loaded safely (unknown global, corrupt archive)."""
 
 
@@ -92,24 +94,69 @@ def install_safe_globals() -> None:
     torch.serialization.add_safe_globals(mmengine_safe_globals())
 
 
+# What torch.save writes: a zip archive (the default since torch 1.6), or the legacy format, which starts with the
+# pickled magic number 0x1950a86a20f9469cfc6c (protocol 2: PROTO 2, LONG1 of 10 bytes).
+_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
 def _unpickler_reason(err: Exception) -> str:
-    """The one line of torch's weights_only message that names the refused global (it is wrapped in advice)."""
+    """What torch's weights_only message says was refused, without its advice (which includes re-running with
+    weights_only=False: the project never does that, see the README)."""
     text = str(err)
     marker = "WeightsUnpickler error:"
     if marker in text:
         text = text.split(marker, 1)[1]
-    return text.strip().split("\n\n", 1)[0].strip()
+    text = text.strip().split("\n\n", 1)[0].strip()
+    # "GLOBAL argparse.Namespace was not an allowed global by default. Please use `torch.serialization...`"
+    return text.split(" Please use ", 1)[0].replace(" by default", "").rstrip(".")
+
+
+def _check_format(path: Path) -> None:
+    """Refuse a file that is not a torch checkpoint at all before unpickling any of it."""
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(len(_LEGACY_MAGIC))
+    if head != _LEGACY_MAGIC:
+        raise CheckpointError(
+            f"{path} is not a checkpoint: neither a torch zip archive nor a legacy torch file "
+            f"({path.stat().st_size} bytes; a truncated copy, or another kind of file). Re-create it: training "
+            f"writes model.pth when it finishes")
+
+
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Cheap early check (before a Runner is built): the file exists, is a torch checkpoint, and names no global
+    outside the allow-list. Reads the pickle's opcodes, not the tensors; :func:`load_checkpoint` checks the rest."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    _check_format(path)
+    if not zipfile.is_zipfile(path):
+        return   # the legacy format: torch lists no globals for it, load_checkpoint refuses what is not allowed
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as err:  # noqa: BLE001  (a zip without torch's data.pkl, a truncated pickle)
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
+                              f"re-create it") from err
+    allowed = {name for _, name in mmengine_safe_globals()}
+    refused = sorted(set(names) - allowed)
+    if refused:
+        raise CheckpointError(
+            f"{path}: refused by the safe (weights_only) loader: it holds {', '.join(refused)}, which "
+            f"pgd.checkpoint's allow-list does not cover. Checkpoints may hold tensors, containers, numbers, strings "
+            f"and mmengine's message-hub objects; save plain state dicts")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Load a checkpoint with ``weights_only=True`` and the mmengine allow-list.
 
-    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` (naming the file and, for a refused
-    global, the global) when the file cannot be loaded safely.
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` (naming the file and why) when the
+    file is not a torch checkpoint or cannot be loaded safely (a global outside the allow-list).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    _check_format(path)
     # torch's safe_globals() removes its entries on exit, also ones registered before: scoping the whole list would
     # undo install_safe_globals() for the rest of the process, so only what is not registered yet is scoped.
     registered = set(torch.serialization.get_safe_globals())
@@ -118,10 +165,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         with torch.serialization.safe_globals(scoped):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused by the weights_only unpickler, pgd.checkpoint's allow-list does not "
-                              f"cover it: {_unpickler_reason(err)}") from err
+        raise CheckpointError(
+            f"{path}: refused by the safe (weights_only) loader: {_unpickler_reason(err)}. Checkpoints may hold "
+            f"tensors, containers, numbers, strings and mmengine's message-hub objects (pgd.checkpoint's "
+            f"allow-list); save plain state dicts") from err
     except Exception as err:  # torch surfaces truncated / foreign files as RuntimeError, EOFError, IndexError, ...
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); re-create it") from err
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     return ckpt

@@ -2,11 +2,18 @@
 
 Each sub-command lives in its own module exposing ``main(argv: list[str] | None) -> int``; modules are
 imported lazily so that `pgd data ...` does not pay for importing mmdet.
+
+User errors (:class:`pgd.errors.UserError`: bad input, a missing file, a wrong combination) print one message and
+exit 2; ``pgd --debug <command> ...`` (or ``--debug`` among the command's arguments) shows their traceback. Any
+other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+from pgd.errors import DEBUG_ENV, UserError, debug_enabled, report_user_error
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("pgd.data.cli", "generate / validate the embedded synthetic datasets"),
@@ -23,13 +30,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: pgd <command> [options]", "", "commands:"]
+    lines = ["usage: pgd [--debug] <command> [options]", "", "commands:"]
     lines += [f"  {name:<8} {help_.replace('%%', '%')}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "--debug: show the traceback of a user error (normally one message and exit status 2)"]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        # before the command or among its arguments; the commands' own handlers read it from the environment
+        argv = [a for a in argv if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -37,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"pgd: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except UserError as err:
+        if debug_enabled():
+            raise
+        return report_user_error(f"pgd {name}", err)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,21 @@ run and a paper run of the same detector build the same network.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from mmengine.config import Config, ConfigDict
 
-DETECTORS = ('fcos', 'autoassign', 'atss', 'gfl', 'ddod')
-BACKBONES = ('r101', 'r50', 'mbv2')
-ROLES = ('teacher', 'student')
-DATASETS = ('coco', 'crowdhuman')
-# keys of the distiller itself; every other method_overrides key goes to the KD loss configs
+from pgd.errors import UserError, did_you_mean
+from pgd.vocab import BACKBONES, DATASETS, DETECTORS, ROLES, config_root, kd_loss_keywords, kd_loss_types, methods
+
+# keys of the distiller itself (DistillDetector's keyword arguments a method may tune); every other
+# method_overrides key goes to the KD loss configs
 DISTILLER_KEYS = ('init_student', 'teacher_guided_assign')
+# `--set +key=value` adds a key the composed config does not have; without the '+' an unknown key is a typo
+NEW_KEY_PREFIX = '+'
 # what a profile may set on a backbone: initialisation and BN / freezing mode, nothing structural
 PROFILE_BACKBONE_KEYS = ('init_cfg', 'frozen_stages', 'norm_eval', 'norm_cfg')
 # the profile keys compose_config reads (an unknown key is a typo, not a silent no-op)
@@ -37,14 +40,8 @@ PROFILE_KEYS = {'datasets', 'schedules', 'img_scale', 'ms_scale_range', 'train_b
 TRAIN_PRECISIONS = ('fp32', 'bf16')
 
 
-class ConfigCompositionError(ValueError):
+class ConfigCompositionError(UserError, ValueError):
     """A run cannot be composed (unknown detector, missing file, malformed profile...)."""
-
-
-def config_root() -> Path:
-    """The `configs/` directory of this checkout ($PGD_CONFIG_ROOT overrides it)."""
-    env = os.environ.get('PGD_CONFIG_ROOT')
-    return Path(env) if env else Path(__file__).resolve().parent.parent / 'configs'
 
 
 def available_profiles() -> list[str]:
@@ -52,7 +49,7 @@ def available_profiles() -> list[str]:
 
 
 def available_methods() -> list[str]:
-    return sorted(p.stem for p in (config_root() / 'distill').glob('*.py') if not p.stem.startswith('_'))
+    return list(methods())
 
 
 def _choose(kind: str, value: Any, allowed) -> str:
@@ -206,13 +203,101 @@ def _set_data_root(cfg: Config, root: str) -> None:
     """Point every dataset and evaluator of the run at another root (tests, relocated data)."""
     old = None
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if not cfg.get(key):   # a saved test config may have no val loader
+            continue
         ds = cfg[key].dataset
         old = old or ds.data_root
         ds.data_root = root
     for key in ('val_evaluator', 'test_evaluator'):
         ev = cfg.get(key)
         if ev and isinstance(ev.get('ann_file'), str) and old and ev.ann_file.startswith(old):
-            ev.ann_file = os.path.join(root, ev.ann_file[len(old):])
+            ev.ann_file = os.path.join(root, ev.ann_file[len(old):].lstrip('/'))
+
+
+def _unknown_key(cfg: Mapping, dotted: str) -> str | None:
+    """Why ``dotted`` does not name an existing entry of ``cfg`` (None when it does)."""
+    node: Any = cfg
+    parts = dotted.split('.')
+    for i, part in enumerate(parts):
+        where = '.'.join(parts[:i]) or 'the config'
+        if isinstance(node, (Mapping, Config)):
+            if part not in node:
+                keys = sorted(str(k) for k in node.keys())
+                return (f'{where} has no key {part!r}{did_you_mean(part, keys)}; its keys: '
+                        f'{", ".join(keys[:30])}{" ..." if len(keys) > 30 else ""}')
+            node = node[part]
+        elif isinstance(node, (list, tuple)):
+            if not (part.lstrip('-').isdigit() and -len(node) <= int(part) < len(node)):
+                return f'{where} is a list of {len(node)} entries; {part!r} is not an index of it'
+            node = node[int(part)]
+        else:
+            return f'{where} is {str(node)[:60]!r}, not a dict: it has no key {part!r}'
+    return None
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | None) -> None:
+    """Apply `--set` overrides (dotted keys, list indices allowed) to a composed or saved config.
+
+    A key must name an entry the config has, so a typo (``train_cfg.max_iter``) fails instead of adding a key
+    that nothing reads; ``+key`` adds a new one on purpose. The plain key ``data_root`` re-points every dataset
+    and evaluator of the run (:func:`_set_data_root`).
+    """
+    overrides = dict(overrides or {})
+    if 'data_root' in overrides:
+        _set_data_root(cfg, str(overrides.pop('data_root')))
+    plain = {}
+    for key, value in overrides.items():
+        if key.startswith(NEW_KEY_PREFIX):
+            plain[key[len(NEW_KEY_PREFIX):]] = value
+            continue
+        why = _unknown_key(cfg, key)
+        if why:
+            raise ConfigCompositionError(f'--set {key}: {why}. To add a new key on purpose, write '
+                                         f'--set {NEW_KEY_PREFIX}{key}=VALUE')
+        plain[key] = value
+    if plain:
+        try:
+            cfg.merge_from_dict(plain, allow_list_keys=True)
+        except (KeyError, TypeError, IndexError, AttributeError) as err:
+            raise ConfigCompositionError(f'cannot apply overrides {plain}: {err}') from err
+
+
+@functools.lru_cache(maxsize=None)
+def _distill_loss_types(path: Path, mtime_ns: int) -> tuple[str, ...]:
+    dcfg = _load(path, 'distill')
+    return tuple(loss.get('type') for loss in (dcfg.get('distill') or {}).get('kd_losses') or [])
+
+
+def distill_loss_types(method: str) -> tuple[str, ...]:
+    """The KD loss types configs/distill/<method>.py puts in ``distill.kd_losses``."""
+    _choose('method', method, available_methods())
+    path = config_root() / 'distill' / f'{method}.py'
+    # the matrix asks once per row: parse each file once (per version of it)
+    return _distill_loss_types(path, path.stat().st_mtime_ns)
+
+
+def method_override_keys(method: str) -> dict[str, str] | None:
+    """Every key a matrix row's ``method_overrides`` may set for ``method``, mapped to what reads it: the
+    distiller (DISTILLER_KEYS) or the KD loss of configs/distill/<method>.py whose keyword it is (the keywords
+    come from the loss classes themselves, :func:`pgd.vocab.kd_loss_keywords`). None when the method uses a KD
+    loss registered outside pgd/losses, whose keywords are not known before it is built."""
+    keys = {k: 'DistillDetector' for k in DISTILLER_KEYS}
+    for loss_type in distill_loss_types(method):
+        if loss_type not in kd_loss_types():
+            return None
+        for key in kd_loss_keywords(loss_type):
+            keys.setdefault(key, loss_type)
+    return keys
+
+
+def check_method_overrides(method: str, overrides: Mapping | None) -> None:
+    """Refuse a method_overrides key that neither the distiller nor the method's KD losses accept."""
+    allowed = method_override_keys(method)
+    for key in overrides or {}:
+        if allowed is not None and key not in allowed:
+            raise ConfigCompositionError(
+                f'method {method!r} has no option {key!r}{did_you_mean(key, allowed)}; its options: '
+                f'{", ".join(sorted(allowed))}')
 
 
 def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: str, method: str,
@@ -230,6 +315,7 @@ def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: s
     loss_updates: dict = {}
     for key in (detector, f'{detector}_{backbone}', f'{detector}_{dataset}'):
         loss_updates.update(dict(per.get(key) or {}))
+    check_method_overrides(method, method_overrides)
     dist_updates = {}
     for key, value in dict(method_overrides or {}).items():
         (dist_updates if key in DISTILLER_KEYS else loss_updates)[key] = value
@@ -262,8 +348,9 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
     """The full mmengine Config of one run (see the module docstring for the layers).
 
     `teacher` is a teacher run directory (holding config.py and model.pth) or dict(config=..., checkpoint=...).
-    `overrides` are dotted keys applied last (`train_cfg.max_iters=20`); the plain key `data_root` re-points
-    every dataset and evaluator of the run.
+    `overrides` are dotted keys applied last (`train_cfg.max_iters=20`; `+key` for a key the config lacks, see
+    :func:`apply_overrides`); the plain key `data_root` re-points every dataset and evaluator of the run,
+    `pretrained_dir` the backbone's local pretrained checkpoint.
     """
     _choose('detector', detector, DETECTORS)
     _choose('backbone', backbone, BACKBONES)
@@ -308,11 +395,5 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
     cfg.pgd = dict(detector=detector, backbone=backbone, profile=profile, role=role, dataset=dataset,
                    method=method, method_overrides=dict(method_overrides or {}))
 
-    if 'data_root' in overrides:
-        _set_data_root(cfg, str(overrides.pop('data_root')))
-    if overrides:
-        try:
-            cfg.merge_from_dict(overrides, allow_list_keys=True)
-        except (KeyError, TypeError, IndexError, AttributeError) as err:
-            raise ConfigCompositionError(f'cannot apply overrides {overrides}: {err}') from err
+    apply_overrides(cfg, overrides)
     return cfg

@@ -12,13 +12,15 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
+from pgd.errors import UserError
+
 __all__ = ["DiskSpaceError", "checkpoint_bytes", "checkpoints_kept", "required_bytes", "check_free_space"]
 
 # per-parameter tensors an optimizer keeps in its state dict (SGD: momentum buffer; Adam family: two moments)
 _OPTIMIZER_SLOTS = {"SGD": 1, "Adam": 2, "AdamW": 2, "RMSprop": 1, "Adagrad": 1}
 
 
-class DiskSpaceError(RuntimeError):
+class DiskSpaceError(UserError, RuntimeError):
     """The work dir's file system has less free space than the run will write."""
 
 
@@ -87,5 +89,5 @@ def check_free_space(model, cfg: Mapping[str, Any], work_dir: str | Path) -> int
         raise DiskSpaceError(
             f"not enough disk space in {work_dir}: {_mb(free)} free, and the run writes about {_mb(need)} "
             f"({kept} resume checkpoint(s) of {_mb(one)} at a time, then model.pth). Free some space, or keep fewer "
-            f"checkpoints: --set default_hooks.checkpoint.max_keep_ckpts=1")
+            f"checkpoints: --set +default_hooks.checkpoint.max_keep_ckpts=1")
     return need

@@ -14,13 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pgd.evaluation.metrics import MetricsError, empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
+from pgd.errors import UserError, debug_enabled, report_user_error
+from pgd.evaluation.metrics import empty_coco_record, infer_dataset, to_metrics_json, write_metrics_json
 from pgd.provenance import metrics_provenance
-from pgd.train import (CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, parse_overrides, plain_model_config,
-                       profile_results_dir, set_threads)
+from pgd.train import (CONFIG_FILE, MODEL_FILE, RUN_INFO_KEY, check_data_files, parse_overrides,
+                       plain_model_config, profile_results_dir, set_threads)
 
 
-class EvalError(RuntimeError):
+class EvalError(UserError, RuntimeError):
     """A run directory that cannot be evaluated (missing config or checkpoint, no evaluator)."""
 
 
@@ -43,6 +44,8 @@ def build_test_config(run_dir: Path, checkpoint: Path, overrides: dict[str, Any]
     """The run's config turned into a single-process test config of the plain detector."""
     from mmengine.config import Config
 
+    from pgd.config import apply_overrides
+
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise EvalError(f"config not found: {config_path} (is {run_dir} a trained run directory?)")
@@ -60,7 +63,8 @@ def build_test_config(run_dir: Path, checkpoint: Path, overrides: dict[str, Any]
     cfg.work_dir = str(run_dir / "eval")
     # the training run's MLflow backend would open a second run; eval logs through pgd.tracking instead
     cfg.visualizer = dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")])
-    cfg.merge_from_dict(overrides or {})
+    # the key must exist (+key adds one); data_root=DIR re-points the datasets and evaluators, as in pgd train
+    apply_overrides(cfg, overrides)
     return cfg
 
 
@@ -69,11 +73,14 @@ def evaluate(run_dir: Path, checkpoint: Path | None = None, out: Path | None = N
     """Run the test loop; returns (metrics.json record, the config used)."""
     from mmengine.runner import Runner
 
-    from pgd.checkpoint import install_safe_globals
+    from pgd.checkpoint import check_checkpoint, install_safe_globals
 
     checkpoint = checkpoint or run_dir / MODEL_FILE
     out = out or run_dir / "metrics.json"
     cfg = build_test_config(run_dir, checkpoint, overrides)
+    # user errors that would otherwise surface inside the Runner, after mmengine's environment and config dump
+    check_checkpoint(checkpoint)
+    check_data_files(cfg, ("test_dataloader",))
     info = cfg.get(RUN_INFO_KEY) or {}
     dataset = info.get("dataset") or infer_dataset(cfg.test_evaluator)
     runner = Runner.from_cfg(cfg)
@@ -118,14 +125,15 @@ def evaluate_and_log(run_dir: Path, results: str, mlflow: bool = True, checkpoin
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    set_threads(args.threads)
     try:
+        set_threads(args.threads)
         record, out = evaluate_and_log(Path(args.run_dir), args.results, not args.no_mlflow,
                                        Path(args.checkpoint) if args.checkpoint else None,
                                        Path(args.out) if args.out else None, parse_overrides(args.overrides))
-    except (EvalError, MetricsError) as err:
-        print(f"pgd eval: error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:   # bad input: one message (pgd --debug shows the traceback)
+        if debug_enabled():
+            raise
+        return report_user_error("pgd eval", err)
     print(f"pgd eval: wrote {out}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "dataset"))
     return 0
 

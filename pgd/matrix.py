@@ -14,6 +14,9 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
+from pgd.errors import UserError
+from pgd.vocab import BACKBONES, BRANCHES, DATASETS, DETECTORS, FG_STRATEGIES, ROLES, methods
+
 # Paper table id -> (output file stem, Snakemake rule building it). Order = the paper's order.
 TABLES: dict[str, tuple[str, str]] = {
     "t1": ("table1", "table1"),
@@ -29,22 +32,8 @@ TABLES: dict[str, tuple[str, str]] = {
 BLOCKED_TABLES = frozenset({"t1", "t2", "t4", "t6k", "t6a"})
 CROWD_TABLES = frozenset({"t3"})
 
-DETECTORS = ("fcos", "autoassign", "atss", "gfl", "ddod")
-BACKBONES = ("r101", "r50", "mbv2")
-ROLES = ("teacher", "student")
-DATASETS = ("coco", "crowdhuman")
-METHODS = ("pgd", "fgd", "defeat", "frs", "fkd", "fgfi", "ld")
-# Methods restricted to some detectors (LD needs a GFL-style distribution head on teacher and student).
-METHOD_DETECTORS = {"ld": ("gfl",)}
-
-FG_STRATEGIES = ("pgw", "box", "boxgauss", "centre", "quality", "topkeq", "kde")
-BRANCHES = ("neck", "cls", "reg")
-# PGD overrides are checked because a misspelt key would otherwise silently train the default; the baselines'
-# overrides are passed through to their loss configs unchecked (their option sets belong to the loss modules).
-PGD_OVERRIDES = {
-    "fg_strategy", "k", "alpha", "beta", "gamma", "delta", "tau", "branches", "xi_cls", "xi_reg",
-    "mix_masks_across_batch",
-}
+# the vocabulary (detectors, backbones, methods, strategies, branches) is derived once, in pgd.vocab
+METHODS = methods()
 
 RUN_KEYS = {"id", "detector", "backbone", "role", "dataset", "method", "teacher", "method_overrides", "cells", "note"}
 REQUIRED_KEYS = ("id", "detector", "backbone", "role", "cells")
@@ -53,7 +42,7 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
 _SEED_SUFFIX_RE = re.compile(r"_s\d+$")
 
 
-class MatrixError(ValueError):
+class MatrixError(UserError, ValueError):
     """The experiment matrix (or a seed list) is malformed; the message names the file and the run."""
 
 
@@ -286,7 +275,7 @@ def _parse_run(row: Any, where: str) -> Run:
             raise MatrixError(f"{where}: a teacher is trained plainly; drop method {method!r}")
         if "teacher" not in row:
             raise MatrixError(f"{where}: method {method!r} needs a teacher run id")
-        allowed = METHOD_DETECTORS.get(method)
+        allowed = method_detectors(method)
         if allowed and detector not in allowed:
             raise MatrixError(f"{where}: method {method!r} applies only to {allowed}, not {detector!r}")
     elif "teacher" in row or row.get("method_overrides"):
@@ -298,8 +287,10 @@ def _parse_run(row: Any, where: str) -> Run:
     overrides = row.get("method_overrides") or {}
     if not isinstance(overrides, dict):
         raise MatrixError(f"{where}: method_overrides must be a mapping")
+    if overrides:
+        _check_override_keys(method, overrides, where)
     if method == "pgd":
-        _check_pgd_overrides(overrides, where)
+        _check_pgd_overrides(overrides, detector, where)
 
     cells = row["cells"]
     if not isinstance(cells, list) or not cells:
@@ -312,10 +303,37 @@ def _parse_run(row: Any, where: str) -> Run:
                method=method, teacher=teacher, method_overrides=dict(overrides), note=note)
 
 
-def _check_pgd_overrides(ov: dict, where: str) -> None:
-    unknown = set(ov) - PGD_OVERRIDES
-    if unknown:
-        raise MatrixError(f"{where}: unknown PGD override(s) {sorted(unknown)}; allowed: {sorted(PGD_OVERRIDES)}")
+def method_detectors(method: str) -> tuple[str, ...] | None:
+    """The detectors every KD loss of ``method`` supports (None: all), from the losses' ``supported_detectors``."""
+    from pgd.config import distill_loss_types
+    from pgd.vocab import kd_loss_detectors, kd_loss_types
+
+    allowed = set(DETECTORS)
+    for loss_type in distill_loss_types(method):
+        if loss_type in kd_loss_types():   # a loss from outside pgd/losses checks itself when it is built
+            allowed &= set(kd_loss_detectors(loss_type) or DETECTORS)
+    return None if allowed == set(DETECTORS) else tuple(d for d in DETECTORS if d in allowed)
+
+
+def _check_override_keys(method: str, ov: dict, where: str) -> None:
+    """Every key must be accepted by the distiller or the method's KD losses (read from their code): a misspelt
+    key would otherwise fail only when the student builds its model, after its teacher has trained."""
+    from pgd.config import ConfigCompositionError, check_method_overrides
+
+    try:
+        check_method_overrides(method, ov)
+    except ConfigCompositionError as err:
+        raise MatrixError(f"{where}: method_overrides: {err}") from None
+
+
+def _check_pgd_overrides(ov: dict, detector: str, where: str) -> None:
+    if "preset" in ov:
+        from pgd.core.settings import PGDSettings
+
+        try:
+            PGDSettings.from_dict({"preset": ov["preset"], "detector": detector})
+        except ValueError as err:
+            raise MatrixError(f"{where}: {err}") from None
     if "fg_strategy" in ov and ov["fg_strategy"] not in FG_STRATEGIES:
         raise MatrixError(f"{where}: fg_strategy {ov['fg_strategy']!r} is not one of {', '.join(FG_STRATEGIES)}")
     if "k" in ov and (isinstance(ov["k"], bool) or not isinstance(ov["k"], int) or ov["k"] < 1):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from pgd.atomic import atomic_write_text
+from pgd.errors import UserError
 
 PROVENANCE_FILE = "provenance.json"
 DIGEST_CHARS = 16
@@ -329,7 +330,7 @@ def staleness(run_path: str | os.PathLike, expected: Expected, name: str = "") -
     return Staleness(name, "changed", tuple(changed_keys(recipe, expected.recipe)) if recipe else ())
 
 
-class StaleRunsError(RuntimeError):
+class StaleRunsError(UserError, RuntimeError):
     """Metrics computed with another configuration than the current one."""
 
 

@@ -141,7 +141,7 @@ def _mutate(doc, run_id, **changes):
     ("fcos_r50_pgd", {"cells": [{"table": "t3", "row": "X"}]}, "cannot show a run on dataset 'coco'"),
     ("fcos_r50_pgd", {"cells": []}, "non-empty"),
     ("fcos_r50_pgd", {"cells": [{"table": "t1", "block": "FCOS", "row": "FGD"}]}, "fed by both"),
-    ("fcos_r50_pgd", {"method_overrides": {"topk": 5}}, r"unknown PGD override\(s\) \['topk'\]"),
+    ("fcos_r50_pgd", {"method_overrides": {"topk": 5}}, "method .pgd. has no option .topk."),
     ("fcos_r50_pgd", {"method_overrides": {"fg_strategy": "gauss"}}, "fg_strategy 'gauss'"),
     ("fcos_r50_pgd", {"method_overrides": {"k": 0}}, "positive integer"),
     ("fcos_r50_pgd", {"method_overrides": {"branches": ["head"]}}, "branches"),

@@ -155,9 +155,10 @@ def test_teacher_iters_reaches_teacher_jobs_only(tmp_path, paper_roots):
     assert "PGD_MINI_TEACHER_ITERS=1200 " in teacher and "PGD_MINI_TEACHER_ITERS" not in student
     out = snakemake("-n", "-p", "--forceall", target, results=tmp_path).stdout
     assert "PGD_MINI_TEACHER_ITERS" not in out
-    for bad in ("teacher_iters=0", "teacher_iters=abc"):
-        p = snakemake("-n", target, results=tmp_path, config=[bad], check=False)
-        assert p.returncode != 0 and "teacher_iters must be a positive integer" in p.stdout + p.stderr
+    for bad, why in (("teacher_iters=0", "0 is less than the minimum of 1"),
+                     ("teacher_iters=abc", "'abc' is not of type 'integer', 'null'")):
+        p = snakemake("-n", target, results=tmp_path, config=[bad], check=False)   # the config schema refuses it
+        assert p.returncode == 2 and f"snakemake: error: config key teacher_iters: {why}" in p.stderr
     p = snakemake("-n", results=tmp_path, config=[*paper_roots, "teacher_iters=1200"], check=False)
     assert p.returncode != 0 and "only the mini profile has iteration schedules" in p.stdout + p.stderr
 
@@ -188,8 +189,9 @@ def _e2e_setup(tmp_path):
                  "crowdhuman_args": "--seed 0 --num-train 4 --num-val 2 --image-size 64"},
         # 6 iterations with a checkpoint after each: the kill below lands between two of them
         # (two kept, so that a run writes ~1 GB, not 2.5: pgd train refuses to start on a disk too full for it)
+        # (+: the mini students' checkpoint hook has no max_keep_ckpts of its own)
         "train_args": "--set train_cfg.max_iters=6 --set default_hooks.checkpoint.interval=1 "
-                      "--set default_hooks.checkpoint.max_keep_ckpts=2",
+                      "--set +default_hooks.checkpoint.max_keep_ckpts=2",
         "pretrain_args": "--iters 1 --eval-images 8",
         "figures": {"samples": 2},
         # one torch thread per job so that two jobs share the two cores of a small machine

@@ -11,13 +11,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-DETECTORS = ("atss", "gfl", "ddod", "fcos", "autoassign")
+# The detector families PGD distils (configs/detectors/<detector>_<backbone>.py holds one file per family and
+# backbone; pgd.vocab derives the backbones from those files and imports this list outward).
+DETECTORS = ("fcos", "autoassign", "atss", "gfl", "ddod")
 # The paper (Sec. 3.1) groups GFL with the anchor-free detectors; the alpha rule of Sec. 4.1 uses that grouping.
 PAPER_ANCHOR_FREE = ("fcos", "gfl", "autoassign")
 # The official code's PGW module choice (anchor-free module = the one with the x/y swap bug B3).
 CODE_ANCHOR_FREE = ("fcos", "autoassign")
 
 FG_STRATEGIES = ("box", "boxgauss", "centre", "quality", "topkeq", "kde", "pgw")
+# Table 7: the features PGDLoss distils (the FPN outputs, the first cls / reg conv of the head)
+BRANCHES = ("neck", "cls", "reg")
 REGULARISERS = ("deterministic", "noise", "none")
 NORMS = ("paper", "code")
 

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pgd.errors import UserError
+
 TOLERANCE = 1.0  # pixels a box may poke past the image border (annotation tools round outward)
 ODGT_TAGS = ("person", "mask")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """A dataset annotation file is malformed; the message names the file and the record."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pgd.atomic import atomic_write_text
+from pgd.errors import UserError
 
 # metrics.json key -> mmdet evaluator key (without the evaluator prefix), in the order of the paper's tables
 COCO_KEYS: dict[str, str] = {
@@ -33,7 +34,7 @@ DATASET_KEYS: dict[str, dict[str, str]] = {"coco": COCO_KEYS, "crowdhuman": CROW
 PROVENANCE_KEY = "provenance"
 
 
-class MetricsError(ValueError):
+class MetricsError(UserError, ValueError):
     """Evaluator output or a metrics.json that does not match the contract."""
 
 

@@ -26,12 +26,13 @@ import torch
 from torch import Tensor
 
 from pgd.core import inside_boxes, quality_score
+from pgd.errors import UserError
 
 RATIOS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 XI = 0.8
 
 
-class PilotError(RuntimeError):
+class PilotError(UserError, RuntimeError):
     """A run directory or an option the pilot cannot work with."""
 
 

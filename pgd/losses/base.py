@@ -11,8 +11,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from pgd.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A KD method / detector / option combination that cannot work, raised before training starts."""
 
 

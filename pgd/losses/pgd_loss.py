@@ -18,11 +18,9 @@ from mmdet.registry import MODELS
 from pgd.core import (PGDSettings, background_mask, foreground_importance, pgd_cls_loss, pgd_reg_loss,
                       quality_score, split_levels)
 from pgd.core.regions import NEEDS_QUALITY
-from pgd.core.settings import DETECTORS
+from pgd.core.settings import BRANCHES, DETECTORS
 
 from .base import BaseKDLoss, ConfigError, KDContext
-
-BRANCHES = ('neck', 'cls', 'reg')
 
 
 @MODELS.register_module()

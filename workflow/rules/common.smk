@@ -4,12 +4,17 @@ import re
 import shlex
 import sys
 
+from pgd.errors import UserError, report_user_error
 from pgd.matrix import TABLES, FIGURES, check_seeds, figure_runs, load_matrix, run_name
+from pgd.workflow_config import check_dataset_files
 
 PROFILE = config["profile"]
 MATRIX_FILE = os.path.join(workflow.basedir, config["matrix"])
-MATRIX = load_matrix(MATRIX_FILE)
-SEEDS = check_seeds(config["seeds"])
+try:   # a bad matrix row (unknown override, teacher...) is one message and exit 2, before any job is planned
+    MATRIX = load_matrix(MATRIX_FILE)
+    SEEDS = check_seeds(config["seeds"])
+except UserError as err:
+    sys.exit(report_user_error("snakemake", err))
 RESULTS = config["results"]
 OUT = f"{RESULTS}/{PROFILE}"
 RUNS = f"{OUT}/runs"
@@ -65,7 +70,16 @@ CROWD_FILES = {"train": f"{CROWD_ROOT}/annotation_train.odgt", "val": f"{CROWD_R
 
 
 def data_files(dataset):
-    return list((COCO_FILES if dataset == "coco" else CROWD_FILES).values())
+    files = list((COCO_FILES if dataset == "coco" else CROWD_FILES).values())
+    if not config["data"]["generate"]:
+        # real data (called from input functions: only the datasets of the planned jobs must exist): name the
+        # config key and the layout instead of Snakemake's MissingInputException
+        try:
+            check_dataset_files(dataset, COCO_ROOT if dataset == "coco" else CROWD_ROOT, files,
+                                others={"coco": COCO_ROOT, "crowdhuman": CROWD_ROOT})
+        except UserError as err:
+            sys.exit(report_user_error("snakemake", err))
+    return files
 
 
 def data_root_arg(dataset):
