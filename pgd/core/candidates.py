@@ -9,7 +9,8 @@ only for the pairs that can be candidates:
       location has IoU 0, hence quality 0 for xi > 0). An object with fewer than K such pairs of positive quality
       ranks zeros against zeros; it is recomputed over all locations, exactly as the dense path does.
 The top-K of each object is one sort of (object, quality) keys. Among locations of equal quality at the K-th place
-the sparse path takes the lower location index; the dense `topk` leaves that order unspecified.
+the sparse path takes the lower location index; the dense `topk` leaves that order unspecified. (float32 `pow`
+can round an element 1 ulp differently by its position in a tensor, so "equal" is within 1 ulp for both paths.)
 """
 from __future__ import annotations
 
@@ -159,8 +160,8 @@ def _descending_order(obj: Tensor, values: Tensor) -> Tensor:
     """Permutation sorting pairs by object, then by value descending, ties by position (stable)."""
     if values.dtype == torch.float32:
         # one int64 sort: the object in the high 32 bits, an order-reversed image of the float bits in the low
-        bits = (values + 0.0).view(torch.int32).long()                          # + 0.0 turns -0.0 into 0.0
-        key = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)                     # monotone in the float value
+        bits = (values + 0.0).view(torch.int32)                                  # + 0.0 turns -0.0 into 0.0
+        key = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()              # monotone in the float value
         return torch.sort((obj << 32) | (0x7FFFFFFF - key), stable=True).indices
     order = torch.sort(values, descending=True, stable=True).indices
     return order[torch.sort(obj[order], stable=True).indices]
