@@ -8,6 +8,10 @@ train step on the same batch. Target: <= 1.10. Default: ATSS R101 -> R50 at the 
 batch 4), the architectures of configs/detectors, random weights (timing does not depend on them) and random GT.
 
     .venv/bin/python benchmarks/kd_overhead.py [--detector atss --teacher r101 --student r50 --repeats 10]
+    .venv/bin/python benchmarks/kd_overhead.py --profile paper --batch 2 --random-init --warmup 1 --repeats 3
+
+--random-init drops the backbones' pretrained init_cfg (the paper profile's `torchvision://` weights need torchvision
+and a download), so the paper profile runs offline; --img-scale W H times another input size than the profile's.
 
 Timings are medians over interleaved repeats with one torch thread; on a shared CPU they are noisy, so compare
 ratios, not absolute times.
@@ -21,7 +25,20 @@ import time
 import torch
 
 
-def build(detector: str, teacher_bb: str, student_bb: str, profile: str, method_overrides: dict):
+def drop_pretrained(cfg) -> None:
+    """Set every backbone's init_cfg in a (nested) model config to None: random weights, nothing to download."""
+    if isinstance(cfg, dict):
+        if isinstance(cfg.get('backbone'), dict):
+            cfg['backbone']['init_cfg'] = None
+        for value in cfg.values():
+            drop_pretrained(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            drop_pretrained(value)
+
+
+def build(detector: str, teacher_bb: str, student_bb: str, profile: str, method_overrides: dict,
+          random_init: bool = False):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.optim import build_optim_wrapper
@@ -35,9 +52,14 @@ def build(detector: str, teacher_bb: str, student_bb: str, profile: str, method_
     MMLogger.get_current_instance().setLevel('WARNING')   # init_weights lists every parameter at INFO
     teacher_cfg = compose_config(detector, teacher_bb, profile, 'teacher').model
     student_run = compose_config(detector, student_bb, profile, 'student')
+    if random_init:
+        drop_pretrained(teacher_cfg)
+        drop_pretrained(student_run.model)
     distill_run = compose_config(detector, student_bb, profile, 'student', method='pgd',
                                  method_overrides=method_overrides,
                                  teacher=dict(teacher_model=teacher_cfg.to_dict()))
+    if random_init:
+        drop_pretrained(distill_run.model)
     torch.manual_seed(0)
     distiller = MODELS.build(distill_run.model)
     distiller.init_weights()
@@ -78,16 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--preset', default='paper', choices=['paper', 'code'])
+    parser.add_argument('--random-init', action='store_true',
+                        help='no pretrained backbone weights (offline; timing does not depend on them)')
+    parser.add_argument('--img-scale', type=int, nargs=2, metavar=('W', 'H'), default=None,
+                        help="input size (default: the profile's COCO img_scale)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from pgd.config import load_profile
 
     prof = load_profile(args.profile)
-    img_scale = tuple(prof.img_scale['coco'])
+    img_scale = tuple(args.img_scale or prof.img_scale['coco'])
     batch_size = args.batch or int(prof.train_batch_size)
     distiller, d_optim, student, s_optim, run = build(args.detector, args.teacher, args.student, args.profile,
-                                                      dict(preset=args.preset))
+                                                      dict(preset=args.preset), args.random_init)
     num_classes = int(run.model.bbox_head.num_classes)
     inputs, samples = batch(distiller, batch_size, img_scale, num_classes, args.objects)
     teacher = distiller.teacher
