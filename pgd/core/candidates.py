@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 
 from .geometry import box_iou_pairs, check_gt, check_points, inside_boxes
+from .pgw import _inside_at, topk_candidates
+from .quality import quality_score
 from .settings import PGWConfig
 
 
@@ -102,13 +104,14 @@ def inside_pairs(points: Tensor, gt_boxes: Tensor, gt_valid: Tensor, swap_xy: bo
     width, height = torch.stack(widths, 1), torch.stack(heights, 1)
     counts = (width * height * obj_valid[:, None]).reshape(-1)                   # (S * L,) object-major
     total = int(counts.sum())
-    rect = torch.repeat_interleave(torch.arange(counts.numel()), counts, output_size=total)
-    offset = torch.arange(total) - (counts.cumsum(0) - counts)[rect]
+    dev = counts.device
+    rect = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=total)
+    offset = torch.arange(total, device=dev) - (counts.cumsum(0) - counts)[rect]
     level = rect % num_levels
     w_r = width.reshape(-1)[rect]
     row = row0.reshape(-1)[rect] + torch.div(offset, w_r, rounding_mode="floor")
     col = col0.reshape(-1)[rect] + offset % w_r
-    loc = torch.tensor(starts)[level] + row * torch.tensor(row_len)[level] + col
+    loc = torch.tensor(starts, device=dev)[level] + row * torch.tensor(row_len, device=dev)[level] + col
     return Pairs(torch.div(rect, num_levels, rounding_mode="floor"), loc)
 
 
@@ -148,7 +151,7 @@ def pair_quality(cls_prob: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_labels: T
     image = torch.div(pairs.obj, m, rounding_mode="floor") if m else pairs.obj
     row = image * a + pairs.loc                                                  # (P,) into (N * A)
     labels = gt_labels.reshape(-1).long().clamp(min=0)[pairs.obj]
-    flat = (row * j)[:, None] + torch.arange(j)
+    flat = (row * j)[:, None] + torch.arange(j, device=row.device)
     prob = cls_prob.reshape(-1)[flat * c + labels[:, None]].clamp(0.0, 1.0)      # (P, J)
     pred = boxes.reshape(n * a, j * 4).index_select(0, row).reshape(-1, j, 4)    # (P, J, 4)
     gt = gt_boxes.to(boxes.dtype).reshape(-1, 4).index_select(0, pairs.obj)[:, None, :]   # (P, 1, 4)
@@ -170,14 +173,14 @@ def _descending_order(obj: Tensor, values: Tensor) -> Tensor:
 def top_k_pairs(pairs: Pairs, values: Tensor, num_objects: int, k: int) -> tuple[Tensor, Tensor]:
     """Per object, the (up to) k pairs of largest value: idx (S, k) location indices (0 where unfilled) and
     value (S, k) (-inf where unfilled), in descending order."""
-    idx = torch.zeros(num_objects, k, dtype=torch.long)
+    idx = torch.zeros(num_objects, k, dtype=torch.long, device=values.device)
     top = values.new_full((num_objects, k), float("-inf"))
     if values.numel() == 0:
         return idx, top
     order = _descending_order(pairs.obj, values)
     obj, loc, val = pairs.obj[order], pairs.loc[order], values[order]
     counts = torch.bincount(pairs.obj, minlength=num_objects)
-    rank = torch.arange(obj.numel()) - (counts.cumsum(0) - counts)[obj]
+    rank = torch.arange(obj.numel(), device=obj.device) - (counts.cumsum(0) - counts)[obj]
     take = rank < k
     idx[obj[take], rank[take]] = loc[take]
     top[obj[take], rank[take]] = val[take]
@@ -191,9 +194,6 @@ def prediction_candidates(cls_prob: Tensor, boxes: Tensor, points: Tensor, gt_bo
     """`topk_candidates(quality_score(..., inside_indicator=cfg.topk_inside_box, swap_xy=cfg.swap_xy), ...)`
     from the sparse pairs (module docstring). `level_sizes` (H_l, W_l) lets the paper setting find the inside
     locations by grid arithmetic."""
-    from .pgw import _inside_at, topk_candidates
-    from .quality import quality_score
-
     cfg = cfg or PGWConfig()
     check_points(points)
     check_gt(gt_boxes, gt_valid)
@@ -233,7 +233,7 @@ def prediction_candidates(cls_prob: Tensor, boxes: Tensor, points: Tensor, gt_bo
         # fewer than K pairs of positive quality: zeros tie with every other location; rank all of them
         redo = (obj_valid & ~(top[:, -1] > 0)).nonzero()[:, 0]
         if redo.numel():
-            all_loc = torch.arange(a).repeat(redo.numel())
+            all_loc = torch.arange(a, device=redo.device).repeat(redo.numel())
             dense = Pairs(redo.repeat_interleave(a), all_loc)
             q = pair_quality(cls_prob, boxes, gt_boxes, gt_labels, dense, xi).to(dtype).reshape(-1, a)
             if valid is not None:
