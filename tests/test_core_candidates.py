@@ -246,3 +246,17 @@ def test_bad_inputs_raise():
         foreground_importance("quality", POINTS, gt_boxes, gt_valid,
                               candidates=prediction_candidates(cls_prob, boxes, POINTS, gt_boxes, gt_labels,
                                                                gt_valid, 0.8, 5))
+
+
+def test_speed_benchmark_baselines_agree_with_the_project(capsys):
+    # benchmarks/pgw_speed.py exits 1 when a baseline and the project's PGW differ by more than 1e-5
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pgw_speed.py"
+    spec = importlib.util.spec_from_file_location("pgw_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--repeats", "1", "--objects", "0", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "A = 22300 locations" in out and "max |diff| 0.0e+00: OK" in out
