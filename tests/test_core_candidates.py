@@ -4,7 +4,7 @@ import torch
 
 from pgd.core import (PGWConfig, foreground_importance, gaussian_importance, inside_boxes, pgw_importance,
                       prediction_candidates, quality_score, topk_candidates)
-from pgd.core.candidates import inside_pairs, level_axes, overlap_pairs, pair_quality, top_k_pairs
+from pgd.core.candidates import inside_pairs, level_grid, overlap_pairs, pair_quality, top_k_pairs
 
 torch.set_num_threads(1)
 STRIDES = (8, 16, 32)
@@ -126,8 +126,8 @@ def test_invalid_locations_several_predictions_and_float64(inside_box):
 
 def test_points_that_are_no_grid_take_the_dense_test():
     cls_prob, boxes, gt_boxes, gt_labels, gt_valid = case(4)
-    assert level_axes(POINTS, SIZES) is not None
-    assert level_axes(POINTS.flip(0), SIZES) is None and level_axes(POINTS, [(8, 12)]) is None
+    assert level_grid(POINTS, SIZES) is not None
+    assert level_grid(POINTS.flip(0), SIZES) is None and level_grid(POINTS, [(8, 12)]) is None
     cfg = PGWConfig()
     _, ref = dense(cls_prob, boxes, gt_boxes, gt_labels, gt_valid, 0.8, 30, cfg)
     for sizes in (None, [(A, 1)], [(1, A)]):      # no level sizes; one level of a non-grid layout

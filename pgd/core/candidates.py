@@ -39,34 +39,52 @@ class Pairs(NamedTuple):
     loc: Tensor   # (P,) location index
 
 
-def level_axes(points: Tensor, level_sizes: Sequence[tuple[int, int]]) -> list[tuple[Tensor, Tensor]] | None:
-    """Per level (x of each column (W_l,), y of each row (H_l,)) if `points` is a row-major grid per level with
-    strictly increasing axes; None otherwise (then callers use a dense test)."""
+class LevelGrid(NamedTuple):
+    """Axes of a row-major grid of points per level, padded with +inf to the longest level."""
+
+    xs: Tensor          # (L, max W_l) x of each column
+    ys: Tensor          # (L, max H_l) y of each row
+    start: Tensor       # (L,) index of the level's first location
+    width: Tensor       # (L,) W_l
+
+
+def level_grid(points: Tensor, level_sizes: Sequence[tuple[int, int]]) -> LevelGrid | None:
+    """The per-level axes if `points` is a row-major grid per level with strictly increasing axes; None otherwise
+    (then callers use a dense test)."""
     sizes = [(int(h), int(w)) for h, w in level_sizes]
-    if sum(h * w for h, w in sizes) != points.shape[0]:
+    if not sizes or sum(h * w for h, w in sizes) != points.shape[0]:
         return None
-    axes, start = [], 0
-    for h, w in sizes:
+    inf = float("inf")
+    xs = points.new_full((len(sizes), max(w for _, w in sizes)), inf)
+    ys = points.new_full((len(sizes), max(h for h, _ in sizes)), inf)
+    start = 0
+    for lvl, (h, w) in enumerate(sizes):
         grid = points[start:start + h * w].reshape(h, w, 2)
         start += h * w
         if h * w == 0:
-            axes.append((points.new_zeros(0), points.new_zeros(0)))
             continue
-        xs, ys = grid[0, :, 0], grid[:, 0, 1]
-        if not (torch.equal(grid[..., 0], xs.expand(h, w)) and torch.equal(grid[..., 1], ys[:, None].expand(h, w))
-                and bool((xs[1:] > xs[:-1]).all()) and bool((ys[1:] > ys[:-1]).all())):
+        x, y = grid[0, :, 0], grid[:, 0, 1]
+        if not (torch.equal(grid[..., 0], x.expand(h, w)) and torch.equal(grid[..., 1], y[:, None].expand(h, w))
+                and bool((x[1:] > x[:-1]).all()) and bool((y[1:] > y[:-1]).all())):
             return None
-        axes.append((xs, ys))
-    return axes
+        xs[lvl, :w], ys[lvl, :h] = x, y
+    starts = [0]
+    for h, w in sizes[:-1]:
+        starts.append(starts[-1] + h * w)
+    dev = points.device
+    return LevelGrid(xs, ys, torch.tensor(starts, device=dev), torch.tensor([w for _, w in sizes], device=dev))
 
 
-def _strict_range(axis: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    """[first, last) indices of the sorted axis values v with lo < v < hi (the strict test of `inside_boxes`)."""
-    dtype = torch.promote_types(axis.dtype, lo.dtype)
-    axis, lo, hi = axis.to(dtype).contiguous(), lo.to(dtype).contiguous(), hi.to(dtype).contiguous()
-    first = torch.searchsorted(axis, lo, right=True)
-    last = torch.searchsorted(axis, hi, right=False)
-    return first, torch.maximum(last, first)
+def _strict_range(axes: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Per level, [first, last) indices of the sorted (+inf padded) axis values v with lo < v < hi (the strict test
+    of `inside_boxes`); axes (L, W), lo / hi (S,) -> (S, L) each."""
+    dtype = torch.promote_types(axes.dtype, lo.dtype)
+    axes = axes.to(dtype).contiguous()
+    lo = lo.to(dtype)[None].expand(axes.shape[0], -1).contiguous()
+    hi = hi.to(dtype)[None].expand(axes.shape[0], -1).contiguous()
+    first = torch.searchsorted(axes, lo, right=True)
+    last = torch.searchsorted(axes, hi, right=False)
+    return first.T, torch.maximum(last, first).T
 
 
 def inside_pairs(points: Tensor, gt_boxes: Tensor, gt_valid: Tensor, swap_xy: bool = False,
@@ -79,39 +97,27 @@ def inside_pairs(points: Tensor, gt_boxes: Tensor, gt_valid: Tensor, swap_xy: bo
     check_points(points)
     check_gt(gt_boxes, gt_valid)
     n, m = gt_valid.shape
-    axes = level_axes(points, level_sizes) if level_sizes is not None else None
-    if axes is None:
+    grid = level_grid(points, level_sizes) if level_sizes is not None else None
+    if grid is None:
         nz = inside_boxes(points, gt_boxes, gt_valid, swap_xy=swap_xy).reshape(n * m, -1).nonzero()
         return Pairs(nz[:, 0], nz[:, 1])
     boxes = gt_boxes.reshape(n * m, 4)
     # swap_xy (bug B3) tests the points as (y, x): the same as testing the transposed box
     x1, y1, x2, y2 = (boxes[:, [1, 0, 3, 2]] if swap_xy else boxes).unbind(-1)
-    obj_valid = gt_valid.reshape(-1).bool()
-    firsts, widths, heights, rows0, starts, row_len = [], [], [], [], [], []
-    start = 0
-    for (h, w), (xs, ys) in zip(level_sizes, axes):
-        c0, c1 = _strict_range(xs, x1, x2)
-        r0, r1 = _strict_range(ys, y1, y2)
-        firsts.append(c0)
-        rows0.append(r0)
-        widths.append(c1 - c0)
-        heights.append(r1 - r0)
-        starts.append(start)
-        row_len.append(int(w))
-        start += int(h) * int(w)
-    num_levels = len(starts)
-    col0, row0 = torch.stack(firsts, 1), torch.stack(rows0, 1)                  # (S, L)
-    width, height = torch.stack(widths, 1), torch.stack(heights, 1)
-    counts = (width * height * obj_valid[:, None]).reshape(-1)                   # (S * L,) object-major
+    col0, col1 = _strict_range(grid.xs, x1, x2)                                  # (S, L)
+    row0, row1 = _strict_range(grid.ys, y1, y2)
+    width = col1 - col0
+    num_levels = grid.start.numel()
+    counts = (width * (row1 - row0) * gt_valid.reshape(-1, 1)).reshape(-1)      # (S * L,) rectangles, object-major
+    first = (grid.start + row0 * grid.width + col0).reshape(-1)                 # each rectangle's top-left location
+    row_len = grid.width.expand_as(width).reshape(-1)
     total = int(counts.sum())
     dev = counts.device
     rect = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=total)
-    offset = torch.arange(total, device=dev) - (counts.cumsum(0) - counts)[rect]
-    level = rect % num_levels
+    offset = torch.arange(total, device=dev) - (counts.cumsum(0) - counts)[rect]   # row-major inside the rectangle
     w_r = width.reshape(-1)[rect]
-    row = row0.reshape(-1)[rect] + torch.div(offset, w_r, rounding_mode="floor")
-    col = col0.reshape(-1)[rect] + offset % w_r
-    loc = torch.tensor(starts, device=dev)[level] + row * torch.tensor(row_len, device=dev)[level] + col
+    dy = torch.div(offset, w_r, rounding_mode="floor")
+    loc = first[rect] + dy * row_len[rect] + (offset - dy * w_r)
     return Pairs(torch.div(rect, num_levels, rounding_mode="floor"), loc)
 
 
@@ -143,7 +149,8 @@ def overlap_pairs(boxes: Tensor, gt_boxes: Tensor, gt_valid: Tensor) -> Pairs:
 
 def pair_quality(cls_prob: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, pairs: Pairs,
                  xi: float) -> Tensor:
-    """Eq. 1 without the indicator at the given pairs, (P,): the values `quality_score` gives there, same ops."""
+    """Eq. 1 without the indicator at the given pairs, (P,): the values `quality_score` gives there (the float
+    operations of `box_iou_pairs`, on coordinate-major gathers)."""
     if cls_prob.dim() == 3:
         cls_prob, boxes = cls_prob.unsqueeze(2), boxes.unsqueeze(2)
     n, a, j, c = cls_prob.shape
@@ -151,12 +158,19 @@ def pair_quality(cls_prob: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_labels: T
     image = torch.div(pairs.obj, m, rounding_mode="floor") if m else pairs.obj
     row = image * a + pairs.loc                                                  # (P,) into (N * A)
     labels = gt_labels.reshape(-1).long().clamp(min=0)[pairs.obj]
-    flat = (row * j)[:, None] + torch.arange(j, device=row.device)
-    prob = cls_prob.reshape(-1)[flat * c + labels[:, None]].clamp(0.0, 1.0)      # (P, J)
-    pred = boxes.reshape(n * a, j * 4).index_select(0, row).reshape(-1, j, 4)    # (P, J, 4)
-    gt = gt_boxes.to(boxes.dtype).reshape(-1, 4).index_select(0, pairs.obj)[:, None, :]   # (P, 1, 4)
-    q = prob.pow(1.0 - xi) * box_iou_pairs(gt, pred).pow(xi)
-    return q.amax(dim=-1)
+    rows = row * j + torch.arange(j, device=row.device)[:, None]                 # (J, P) into (N * A * J)
+    prob = cls_prob.reshape(-1).take(rows * c + labels).clamp_(0.0, 1.0)
+    # coordinate-major (4, J, P) and (4, 1, P): every op below runs on contiguous rows
+    pred = boxes.reshape(-1, 4).T.contiguous().index_select(1, rows.reshape(-1)).reshape(4, j, -1)
+    gt = gt_boxes.to(boxes.dtype).reshape(-1, 4).T.contiguous().index_select(1, pairs.obj)[:, None]
+    inter = torch.minimum(gt[2], pred[2]).sub_(torch.maximum(gt[0], pred[0])).clamp_(min=0)
+    inter.mul_(torch.minimum(gt[3], pred[3]).sub_(torch.maximum(gt[1], pred[1])).clamp_(min=0))
+    area_g = (gt[2] - gt[0]).clamp_(min=0).mul_((gt[3] - gt[1]).clamp_(min=0))
+    area_b = (pred[2] - pred[0]).clamp_(min=0).mul_((pred[3] - pred[1]).clamp_(min=0))
+    union = (area_g + area_b).sub_(inter)
+    iou = torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
+    q = prob.pow_(1.0 - xi).mul_(iou.pow_(xi))
+    return q[0] if j == 1 else q.amax(dim=0)
 
 
 def _descending_order(obj: Tensor, values: Tensor) -> Tensor:
@@ -178,12 +192,13 @@ def top_k_pairs(pairs: Pairs, values: Tensor, num_objects: int, k: int) -> tuple
     if values.numel() == 0:
         return idx, top
     order = _descending_order(pairs.obj, values)
-    obj, loc, val = pairs.obj[order], pairs.loc[order], values[order]
+    obj = pairs.obj[order]
     counts = torch.bincount(pairs.obj, minlength=num_objects)
     rank = torch.arange(obj.numel(), device=obj.device) - (counts.cumsum(0) - counts)[obj]
-    take = rank < k
-    idx[obj[take], rank[take]] = loc[take]
-    top[obj[take], rank[take]] = val[take]
+    take = (rank < k).nonzero()[:, 0]
+    obj, rank, chosen = obj[take], rank[take], order[take]
+    idx[obj, rank] = pairs.loc[chosen]
+    top[obj, rank] = values[chosen]
     return idx, top
 
 
