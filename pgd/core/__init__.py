@@ -13,6 +13,7 @@ from .settings import FG_STRATEGIES, PGDSettings, PGWConfig
 
 __all__ = [
     "Candidates", "FG_STRATEGIES", "PGDSettings", "PGWConfig", "background_mask", "box_iou_aligned_grid",
-    "channel_attention", "foreground_importance", "gaussian_importance", "inside_boxes", "normalise_by_count", "pgd_cls_loss", "pgd_distill_loss",
-    "pgd_reg_loss", "pgw_importance", "prediction_candidates", "quality_score", "spatial_attention", "split_levels", "topk_candidates",
+    "channel_attention", "foreground_importance", "gaussian_importance", "inside_boxes", "normalise_by_count",
+    "pgd_cls_loss", "pgd_distill_loss", "pgd_reg_loss", "pgw_importance", "prediction_candidates", "quality_score",
+    "spatial_attention", "split_levels", "topk_candidates",
 ]
