@@ -38,7 +38,11 @@ def box_iou_aligned_grid(gt_boxes: Tensor, boxes: Tensor) -> Tensor:
     """
     extra = boxes.dim() - 2
     g = gt_boxes.reshape(gt_boxes.shape[:2] + (1,) * (extra - 1) + (4,)).unsqueeze(2)   # (N, M, 1, [1..], 4)
-    b = boxes.unsqueeze(1)                                                              # (N, 1, A, ..., 4)
+    return box_iou_pairs(g, boxes.unsqueeze(1))                                         # b: (N, 1, A, ..., 4)
+
+
+def box_iou_pairs(g: Tensor, b: Tensor) -> Tensor:
+    """IoU of broadcastable boxes g (..., 4) and b (..., 4), elementwise. Degenerate boxes have zero area."""
     lt = torch.maximum(g[..., :2], b[..., :2])
     rb = torch.minimum(g[..., 2:], b[..., 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)

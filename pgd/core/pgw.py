@@ -22,7 +22,7 @@ def topk_candidates(quality: Tensor, points: Tensor, gt_boxes: Tensor, gt_valid:
     is fit to; `kept` (N, M, K') the candidates that may receive a weight. Paper setting (topk_inside_box): only
     locations strictly inside the box compete, so an object with fewer than K inside has fewer candidates and
     fitted == kept. Code setting: every location competes, all K are fitted and those outside the box are dropped
-    afterwards (kd-methods 1.3 steps 2 and 6). Locations with valid False (batch padding of anchor-based heads)
+    afterwards (docs/methods.md §1.3 steps 2 and 6). Locations with valid False (batch padding of anchor-based heads)
     never compete. Padded objects have no candidates.
     """
     if quality.dim() != 3:
@@ -124,14 +124,24 @@ def pgw_importance(quality: Tensor, points: Tensor, gt_boxes: Tensor, gt_valid: 
     quality (N, M, A) from `quality_score` (with the inside indicator for the paper setting; the code setting
     ranks without it). Every non-zero weight sits on one of an object's top-K candidates; images without objects
     give all zeros. Normalise per level with `split_levels` + `normalise_by_count` (Eq. 4).
+    `candidates.prediction_candidates` + `gaussian_importance` give the same from the predictions without the
+    (N, M, A) quality.
     """
     cfg = cfg or PGWConfig()
     idx, fitted, kept = topk_candidates(quality, points, gt_boxes, gt_valid, k, cfg, valid)
+    return gaussian_importance(idx, fitted, kept, points, cfg, quality.dtype, generator)
+
+
+@torch.no_grad()
+def gaussian_importance(idx: Tensor, fitted: Tensor, kept: Tensor, points: Tensor, cfg: PGWConfig,
+                        dtype: torch.dtype = torch.float32,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """Eqs. 2-3 on given top-K candidates (as `topk_candidates` returns them) + max over objects -> (N, A)."""
     n, m, kk = idx.shape
     xy = points[idx.reshape(-1)].reshape(n, m, kk, 2)
     mu, cov = gaussian_fit(xy, fitted, cfg, generator)
     g = gaussian_weight(xy, mu, cov, cfg.det_eps) * kept.double()
-    return scatter_max_objects(g.to(quality.dtype), idx, quality.shape[-1])
+    return scatter_max_objects(g.to(dtype), idx, points.shape[0])
 
 
 def split_levels(x: Tensor, level_sizes: Sequence[tuple[int, int]]) -> list[Tensor]:

@@ -22,11 +22,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .candidates import Candidates
 from .geometry import check_gt, check_points, inside_boxes
-from .pgw import inverse_2x2, pgw_importance, scatter_max_objects, topk_candidates
+from .pgw import gaussian_importance, inverse_2x2, scatter_max_objects, topk_candidates
 from .settings import FG_STRATEGIES, PGWConfig
 
 NEEDS_QUALITY = ("quality", "topkeq", "kde", "pgw")
+# strategies that read the quality only through each object's top-K candidates (`Candidates` can replace it)
+CANDIDATE_STRATEGIES = ("topkeq", "kde", "pgw")
 
 
 def background_mask(points: Tensor, gt_boxes: Tensor, gt_valid: Tensor, swap_xy: bool = False,
@@ -84,15 +87,17 @@ def quality_importance(quality: Tensor, points: Tensor, gt_boxes: Tensor, gt_val
     return q.amax(dim=1) if q.shape[1] else q.new_zeros(q.shape[0], q.shape[2])
 
 
-def topkeq_importance(quality: Tensor, points: Tensor, gt_boxes: Tensor, gt_valid: Tensor, k: int,
-                      cfg: PGWConfig, valid: Tensor | None = None) -> Tensor:
-    idx, _, kept = topk_candidates(quality, points, gt_boxes, gt_valid, k, cfg, valid)
-    return scatter_max_objects(kept.to(quality.dtype), idx, quality.shape[-1])
+def _candidates(quality: Tensor, points: Tensor, gt_boxes: Tensor, gt_valid: Tensor, k: int, cfg: PGWConfig,
+                valid: Tensor | None) -> Candidates:
+    return Candidates(*topk_candidates(quality, points, gt_boxes, gt_valid, k, cfg, valid), quality.dtype)
 
 
-def kde_importance(quality: Tensor, points: Tensor, gt_boxes: Tensor, gt_valid: Tensor, k: int,
-                   cfg: PGWConfig, valid: Tensor | None = None) -> Tensor:
-    idx, fitted, kept = topk_candidates(quality, points, gt_boxes, gt_valid, k, cfg, valid)
+def topkeq_importance(cand: Candidates, num_locations: int) -> Tensor:
+    return scatter_max_objects(cand.kept.to(cand.dtype), cand.idx, num_locations)
+
+
+def kde_importance(cand: Candidates, points: Tensor, cfg: PGWConfig) -> Tensor:
+    idx, fitted, kept = cand.idx, cand.fitted, cand.kept
     n, m, kk = idx.shape
     xy = points[idx.reshape(-1)].reshape(n, m, kk, 2).double()
     w = fitted.double()
@@ -110,21 +115,24 @@ def kde_importance(quality: Tensor, points: Tensor, gt_boxes: Tensor, gt_valid: 
     density = (torch.exp(-0.5 * maha) * w[..., None, :]).sum(-1) * kept.double()  # (N, M, K)
     peak = density.amax(dim=-1, keepdim=True)
     weight = torch.where(peak > 0, density / peak.clamp(min=1e-300), torch.zeros_like(density))
-    return scatter_max_objects(weight.to(quality.dtype), idx, quality.shape[-1])
+    return scatter_max_objects(weight.to(cand.dtype), idx, points.shape[0])
 
 
 def foreground_importance(strategy: str, points: Tensor, gt_boxes: Tensor, gt_valid: Tensor,
                           quality: Tensor | None = None, k: int = 30, cfg: PGWConfig | None = None,
-                          valid: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+                          valid: Tensor | None = None, generator: torch.Generator | None = None,
+                          candidates: Candidates | None = None) -> Tensor:
     """Table 5 dispatcher: importance (N, A) in [0, 1] for `strategy` in FG_STRATEGIES.
 
-    quality (N, M, A) is required by quality/topkeq/kde/pgw. Locations with valid False get 0.
+    quality (N, M, A) is required by quality/topkeq/kde/pgw; topkeq/kde/pgw take `candidates` instead (from
+    `prediction_candidates`, which skips the (N, M, A) quality). Locations with valid False get 0.
     """
     if strategy not in FG_STRATEGIES:
         raise ValueError(f"foreground_importance: unknown strategy {strategy!r}; expected one of {FG_STRATEGIES}")
     check_points(points)
     check_gt(gt_boxes, gt_valid)
-    if strategy in NEEDS_QUALITY and quality is None:
+    has_candidates = strategy in CANDIDATE_STRATEGIES and candidates is not None
+    if strategy in NEEDS_QUALITY and quality is None and not has_candidates:
         raise ValueError(f"foreground_importance: strategy {strategy!r} needs the quality scores")
     cfg = cfg or PGWConfig()
     with torch.no_grad():
@@ -136,10 +144,13 @@ def foreground_importance(strategy: str, points: Tensor, gt_boxes: Tensor, gt_va
             out = centre_importance(points, gt_boxes, gt_valid, valid)
         elif strategy == "quality":
             out = quality_importance(quality, points, gt_boxes, gt_valid, cfg.swap_xy)
-        elif strategy == "topkeq":
-            out = topkeq_importance(quality, points, gt_boxes, gt_valid, k, cfg, valid)
-        elif strategy == "kde":
-            out = kde_importance(quality, points, gt_boxes, gt_valid, k, cfg, valid)
         else:
-            out = pgw_importance(quality, points, gt_boxes, gt_valid, k, cfg, valid, generator)
+            cand = candidates if candidates is not None else _candidates(quality, points, gt_boxes, gt_valid, k,
+                                                                         cfg, valid)
+            if strategy == "topkeq":
+                out = topkeq_importance(cand, points.shape[0])
+            elif strategy == "kde":
+                out = kde_importance(cand, points, cfg)
+            else:
+                out = gaussian_importance(cand.idx, cand.fitted, cand.kept, points, cfg, cand.dtype, generator)
     return out if valid is None else out * valid.to(out.dtype)

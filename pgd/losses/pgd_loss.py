@@ -16,8 +16,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 
 from pgd.core import (PGDSettings, background_mask, foreground_importance, pgd_cls_loss, pgd_reg_loss,
-                      quality_score, split_levels)
-from pgd.core.regions import NEEDS_QUALITY
+                      prediction_candidates, quality_score, split_levels)
+from pgd.core.regions import CANDIDATE_STRATEGIES, NEEDS_QUALITY
 from pgd.core.settings import BRANCHES, DETECTORS
 
 from .base import BaseKDLoss, ConfigError, KDContext
@@ -99,12 +99,17 @@ class PGDLoss(BaseKDLoss):
         gt_boxes = ctx.gt_boxes.to(pred.boxes.dtype)
 
         def fg(xi: float) -> Tensor:
-            quality = None
-            if cfg.fg_strategy in NEEDS_QUALITY:
+            quality = candidates = None
+            if cfg.fg_strategy in CANDIDATE_STRATEGIES:
+                # the top-K candidates straight from the predictions: no (N, M, A) quality map
+                candidates = prediction_candidates(pred.cls_prob, pred.boxes, pred.points, gt_boxes, ctx.gt_labels,
+                                                   ctx.gt_valid, xi, cfg.k, pgw_cfg, pred.valid, pred.level_sizes)
+            elif cfg.fg_strategy in NEEDS_QUALITY:
                 quality = quality_score(pred.cls_prob, pred.boxes, pred.points, gt_boxes, ctx.gt_labels,
                                         ctx.gt_valid, xi, inside_indicator=cfg.topk_inside_box, swap_xy=swap)
             return foreground_importance(cfg.fg_strategy, pred.points, gt_boxes, ctx.gt_valid, quality=quality,
-                                         k=cfg.k, cfg=pgw_cfg, valid=pred.valid, generator=generator)
+                                         k=cfg.k, cfg=pgw_cfg, valid=pred.valid, generator=generator,
+                                         candidates=candidates)
 
         need_cls = 'cls' in self.branches or 'neck' in self.branches
         cls_imp = split_levels(fg(cfg.xi_cls), pred.level_sizes) if need_cls else None
