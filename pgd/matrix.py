@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -28,8 +28,15 @@ TABLES: dict[str, tuple[str, str]] = {
     "t6a": ("table6_alpha", "table6_alpha"),
     "t7": ("table7", "table7"),
 }
+# Methods with a config in configs/distill/ that no row of the matrix uses (PKD) are *extras*: the `extras` target
+# trains each on these detectors (the matrix's R101 teacher -> an R50 student, COCO, the plain student's recipe) and
+# tables/extras.* sets them beside the matrix's Teacher / Student / PGD runs of the detector (docs/adding-a-method.md).
+# The default DAG does not include them.
+EXTRA_TABLE = "extras"
+EXTRA_DETECTORS = ("atss",)
+ALL_TABLES: dict[str, tuple[str, str]] = {**TABLES, EXTRA_TABLE: (EXTRA_TABLE, EXTRA_TABLE)}
 # Tables whose rows are grouped by detector (the `block` of a cell is required there).
-BLOCKED_TABLES = frozenset({"t1", "t2", "t4", "t6k", "t6a"})
+BLOCKED_TABLES = frozenset({"t1", "t2", "t4", "t6k", "t6a", EXTRA_TABLE})
 CROWD_TABLES = frozenset({"t3"})
 
 # the vocabulary (detectors, backbones, methods, strategies, branches) is derived once, in pgd.vocab
@@ -80,7 +87,7 @@ class Run:
     def tables(self) -> list[str]:
         """Tables this run feeds, in the paper's order (the MLflow `tables` tag)."""
         mine = {c.table for c in self.cells}
-        return [t for t in TABLES if t in mine]
+        return [t for t in ALL_TABLES if t in mine]
 
     @property
     def distilled(self) -> bool:
@@ -207,8 +214,38 @@ class Matrix:
 
 
 def _check_table(table: str) -> None:
-    if table not in TABLES:
-        raise MatrixError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+    if table not in ALL_TABLES:
+        raise MatrixError(f"unknown table {table!r}; known: {', '.join(ALL_TABLES)}")
+
+
+def extra_methods(matrix: Matrix) -> list[str]:
+    """Methods with a config in configs/distill/ that no run of the matrix uses."""
+    used = {r.method for r in matrix if r.method}
+    return [m for m in METHODS if m not in used]
+
+
+def with_extras(matrix: Matrix) -> Matrix:
+    """The matrix plus a run per extra method and detector of EXTRA_DETECTORS (``<det>_r50_<method>``), and the
+    extras table's cells on the runs they are compared with (the detector's R101 teacher, R50 student and PGD)."""
+    runs = dict(matrix.runs)
+    for det in EXTRA_DETECTORS:
+        teacher = f"{det}_r101_teacher"
+        if teacher not in runs:
+            continue
+        block = next((c.block for r in matrix.runs_for_table("t1") if r.detector == det for c in r.cells
+                      if c.table == "t1"), det)
+        for rid, label in ((teacher, "Teacher"), (f"{det}_r50_student", "Student"), (f"{det}_r50_pgd", "PGD")):
+            if rid in runs:
+                runs[rid] = replace(runs[rid], cells=runs[rid].cells + (Cell(EXTRA_TABLE, label, block),))
+        for method in extra_methods(matrix):
+            allowed = method_detectors(method)
+            rid = f"{det}_r50_{method}"
+            if (allowed and det not in allowed) or rid in runs:
+                continue
+            runs[rid] = Run(id=rid, detector=det, backbone="r50", role="student", method=method, teacher=teacher,
+                            cells=(Cell(EXTRA_TABLE, method.upper(), block),),
+                            note="an extra method (pgd.matrix.with_extras), trained by the `extras` target")
+    return Matrix(list(runs.values()), matrix.path)
 
 
 def load_matrix(path: str | Path | None = None) -> Matrix:

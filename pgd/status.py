@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from pgd.matrix import load_matrix, repo_root, run_dir
+from pgd.matrix import load_matrix, repo_root, run_dir, with_extras
 from pgd.provenance import Settings, expected_digests, staleness
 
 STATES = ("done", "stale", "running", "failed", "missing")
@@ -94,7 +94,7 @@ def collect(profile: str, config: dict[str, Any], directory: Path) -> list[RunSt
     matrix_path = Path(config["matrix"])
     if not matrix_path.is_absolute():
         matrix_path = repo_root() / matrix_path
-    matrix = load_matrix(matrix_path)
+    matrix = with_extras(load_matrix(matrix_path))   # the extra methods too: `snakemake extras` trains them
     seeds = config["seeds"]
     results = Path(config["results"])
     if not results.is_absolute():

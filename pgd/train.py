@@ -106,10 +106,10 @@ def set_threads(threads: int | None) -> None:
 # composing the config
 
 def _matrix_row(args):
-    from pgd.matrix import MatrixError, load_matrix
+    from pgd.matrix import MatrixError, load_matrix, with_extras
 
-    try:
-        return load_matrix(args.matrix)[args.run]
+    try:   # the extra methods' runs too (pgd.matrix.with_extras: the `extras` target)
+        return with_extras(load_matrix(args.matrix))[args.run]
     except MatrixError as err:
         raise TrainError(str(err)) from err
 

@@ -5,7 +5,7 @@ import shlex
 import sys
 
 from pgd.errors import UserError, report_user_error
-from pgd.matrix import TABLES, FIGURES, check_seeds, figure_runs, load_matrix, run_name
+from pgd.matrix import EXTRA_TABLE, TABLES, FIGURES, check_seeds, figure_runs, load_matrix, run_name, with_extras
 from pgd.workflow_config import check_dataset_files
 
 PROFILE = config["profile"]
@@ -23,8 +23,10 @@ TABLE_DIR = f"{OUT}/tables"
 FIG_DIR = f"{OUT}/figures"
 REPORT = f"{OUT}/report.md"
 
+# the matrix's runs plus the extra methods' (pgd.matrix.with_extras): those train only for the `extras` target
+RUNS_MATRIX = with_extras(MATRIX)
 TEACHERS = MATRIX.teacher_instances(SEEDS)
-STUDENTS = MATRIX.student_instances(SEEDS)
+STUDENTS = RUNS_MATRIX.student_instances(SEEDS)
 INSTANCES = {i.name: i for i in TEACHERS + STUDENTS}
 COCO_TEACHERS = [i for i in TEACHERS if i.run.dataset == "coco"]
 
@@ -38,7 +40,8 @@ TEACHER_RE = _alternation(i.name for i in TEACHERS)
 STUDENT_RE = _alternation(i.name for i in STUDENTS)
 RUN_RE = _alternation(INSTANCES)
 COCO_TEACHER_RE = _alternation(i.name for i in COCO_TEACHERS)
-TABLE_STEMS = {stem: tid for tid, (stem, _) in TABLES.items()}
+TABLE_STEMS = {stem: tid for tid, (stem, _) in TABLES.items()}   # the paper's tables: what `all` renders
+EXTRA_STEMS = {EXTRA_TABLE: EXTRA_TABLE}
 
 
 def run_path(name, filename=""):
@@ -186,12 +189,15 @@ from pgd.provenance import Settings, TRAIN_ARGS_ENV, expected_digests
 # what `pgd table` / `pgd report` need to recompute the same digests (teacher_env() also checks teacher_iters)
 PROVENANCE_ENV = f"{TRAIN_ARGS_ENV}={shlex.quote(config['train_args'])} " + teacher_env()
 PROVENANCE_SETTINGS = Settings(train_args=config["train_args"], teacher_iters=config.get("teacher_iters"))
-EXPECTED = expected_digests(MATRIX, SEEDS, PROFILE, PROVENANCE_SETTINGS)
+try:   # composing every run checks the config tree too: a bad profile or method config is one message
+    EXPECTED = expected_digests(RUNS_MATRIX, SEEDS, PROFILE, PROVENANCE_SETTINGS)
+except UserError as err:
+    sys.exit(report_user_error("snakemake", err))
 
 
 def train_params(name):
     inst = INSTANCES[name]
-    teacher = MATRIX.teacher_of(inst)
+    teacher = RUNS_MATRIX.teacher_of(inst)
     return dict(
         run_id=inst.run.id,
         seed=inst.seed,
@@ -205,14 +211,14 @@ def train_params(name):
 
 def train_inputs(wildcards):
     inst = INSTANCES[wildcards.run]
-    teacher = MATRIX.teacher_of(inst)
+    teacher = RUNS_MATRIX.teacher_of(inst)
     return (data_files(inst.run.dataset) + pretrained_input(inst.run.backbone)
             + ([run_path(teacher.name, "model.pth")] if teacher else []))
 
 
 # ------------------------------------------------------------------ tables and figures
 def table_metrics(table_id):
-    names = sorted({inst.name for _, inst in MATRIX.cell_instances(table_id, SEEDS)})
+    names = sorted({inst.name for _, inst in RUNS_MATRIX.cell_instances(table_id, SEEDS)})
     return [run_path(n, "metrics.json") for n in names]
 
 

@@ -8,14 +8,14 @@ TABLE_FILES = [f"{TABLE_DIR}/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("
 
 rule table:
     input:
-        metrics=lambda w: table_metrics(TABLE_STEMS[w.stem]),
+        metrics=lambda w: table_metrics({**TABLE_STEMS, **EXTRA_STEMS}[w.stem]),
         paper=PAPER_NUMBERS,
     output:
         tex=f"{TABLE_DIR}/{{stem}}.tex",
         csv=f"{TABLE_DIR}/{{stem}}.csv",
-    wildcard_constraints: stem="|".join(TABLE_STEMS)
+    wildcard_constraints: stem="|".join([*TABLE_STEMS, *EXTRA_STEMS])
     params:
-        table_id=lambda w: TABLE_STEMS[w.stem],
+        table_id=lambda w: {**TABLE_STEMS, **EXTRA_STEMS}[w.stem],
         seeds=" ".join(map(str, SEEDS)),
     threads: res("table", "threads")
     resources: **resources_of("table")
@@ -36,3 +36,8 @@ for _table_id, (_stem, _rule_name) in TABLES.items():
 
 rule table6:
     input: table_target("table6_k") + table_target("table6_alpha")
+
+# the extra methods (configs/distill/ files no matrix row uses, e.g. PKD) beside the detector's teacher, student and
+# PGD runs (pgd.matrix.with_extras; docs/adding-a-method.md); not part of `all`
+rule extras:
+    input: table_target(EXTRA_TABLE)
