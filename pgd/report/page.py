@@ -106,15 +106,18 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
         lines += ["**Ours**", "", to_markdown(tid, df, "ours"), "", "**Paper**", "",
                   to_markdown(tid, df, "paper"), ""]
         if tex.is_file():
+            png = tex.with_suffix(".png")      # python -m pgd.report.latex --png-dir: the table as TeX sets it
+            lines += ([f"![{stem} as pdflatex sets it](tables/{png.name})", ""] if png.is_file() else [])
             lines += ["<details><summary>LaTeX</summary>", "", "```latex", tex.read_text().rstrip(), "```", "",
                       "</details>", ""]
         lines += ["**Settings the runs trained with** (from each run's `config.py`)", "",
                   settings_table(matrix, tid, profile, results), ""]
     lines += ["## Figures", ""]
     for n in FIGURES:
-        png = out / "figures" / f"fig{n}.png"
+        png, pdf = out / "figures" / f"fig{n}.png", out / "figures" / f"fig{n}.pdf"
+        # the PDF is linked only where it is (a committed snapshot keeps the PNGs alone)
         lines += [f"![{FIGURE_CAPTIONS[n]}](figures/fig{n}.png)" if png.is_file() else f"*{png} not built yet.*",
-                  "", FIGURE_CAPTIONS[n] + f" ([PDF](figures/fig{n}.pdf))", ""]
+                  "", FIGURE_CAPTIONS[n] + (f" ([PDF](figures/fig{n}.pdf))" if pdf.is_file() else ""), ""]
     return "\n".join(lines)
 
 
