@@ -235,7 +235,7 @@ def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
         from pgd import tracking
 
         backends = [b for b in vis.get("vis_backends", [dict(type="LocalVisBackend")])
-                    if b.get("type") != "MLflowVisBackend"]
+                    if b.get("type") not in tracking.MLFLOW_BACKEND_TYPES]
         results_dir = profile_results_dir(Path(args.work_dir), args.results, info["profile"])
         backend = tracking.mlflow_vis_backend(
             results_dir, info["profile"], info["run_id"],
