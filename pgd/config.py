@@ -57,7 +57,10 @@ def available_methods() -> list[str]:
 
 def _choose(kind: str, value: Any, allowed) -> str:
     if value not in allowed:
-        raise ConfigCompositionError(f'unknown {kind} {value!r}; expected one of {sorted(allowed)}')
+        from pgd.suggest import did_you_mean
+
+        raise ConfigCompositionError(f'unknown {kind} {value!r}; expected one of {sorted(allowed)}'
+                                     + did_you_mean(value, allowed))
     return value
 
 

@@ -133,10 +133,10 @@ def write_page(profile: str, seeds: list[int], results: str | Path = "results", 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pgd report", description="Write the per-profile report page.")
-    p.add_argument("--profile", default="mini")
-    p.add_argument("--results", default="results")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--matrix", default=None)
+    p.add_argument("--profile", default="mini", help="default %(default)s")
+    p.add_argument("--results", default="results", help="results root (default %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds the tables average (default 0)")
+    p.add_argument("--matrix", default=None, help="experiment matrix (default configs/experiments.yaml)")
     p.add_argument("--out", default=None, help="default <results>/<profile>/report.md")
     a = p.parse_args(argv)
     path = write_page(a.profile, a.seeds, a.results, load_matrix(a.matrix), a.out)

@@ -353,12 +353,14 @@ def write_table(table: str, profile: str, seeds: list[int], results: str | Path 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pgd table", description="Render a paper table (LaTeX + CSV) from metrics.")
-    p.add_argument("--table", required=True, choices=list(TABLES), help="paper table id")
-    p.add_argument("--profile", default="mini")
+    p.add_argument("--table", required=True, choices=list(TABLES),
+                   help="paper table id: " + ", ".join(f"{t} ({stem})" for t, (stem, _) in TABLES.items()))
+    p.add_argument("--profile", default="mini", help="default %(default)s")
     p.add_argument("--results", default="results", help="results root (default %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="seeds averaged per cell, shown as mean +- sample std when several (default 0)")
     p.add_argument("--matrix", default=None, help="experiment matrix (default configs/experiments.yaml)")
-    p.add_argument("--paper-numbers", default=str(PAPER_NUMBERS))
+    p.add_argument("--paper-numbers", default=str(PAPER_NUMBERS), help="the paper's values (default: shipped)")
     p.add_argument("--out-dir", default=None, help="default <results>/<profile>/tables")
     p.add_argument("--allow-missing", action="store_true", help="render cells without metrics.json as --")
     a = p.parse_args(argv)
