@@ -163,8 +163,9 @@ def mlflow_vis_backend(results_dir: str | os.PathLike, profile: str, run_name: s
 
     Put it in ``visualizer.vis_backends``; the Runner fills ``save_dir``. The backend
     (:class:`PGDMLflowVisBackend`) logs every key of the flattened resolved config as a param, the losses and lr
-    at the logger interval, the resolved config as ``config.py``, and on close the work dir's own files ending in
-    ``artifact_suffix`` (except .py: the config again) plus the text log as ``train.log``. Tags follow the contract (``tables`` as a comma list, ``detector``, ``method``, ``role``);
+    at the logger interval, the resolved config as ``config.py`` (on close replaced by the run dir's own
+    config.py), the work dir's other files ending in ``artifact_suffix`` (not mmengine's <timestamp>.py dump), and
+    the text log as ``train.log``. Tags follow the contract (``tables`` as a comma list, ``detector``, ``method``, ``role``);
     list values are joined with commas; the run's description is :func:`run_description`. Prepares the store, so
     call it in the process that trains, before the Runner is built.
     """
@@ -287,9 +288,11 @@ def _register_backend():
                 return
             work_dir = Path(self.cfg.work_dir)
             suffix = (self._artifact_suffix,) if isinstance(self._artifact_suffix, str) else self._artifact_suffix
-            # add_config logged the resolved config as config.py; a .py here is that config again (mmengine's dump)
+            # the run dir's own config.py replaces add_config's rendering of it; another .py here is mmengine's
+            # <timestamp>.py dump of the same config
             for path in sorted(work_dir.iterdir()):
-                if path.is_file() and path.suffix != ".py" and path.name.endswith(tuple(suffix)):
+                if (path.is_file() and path.name.endswith(tuple(suffix))
+                        and (path.suffix != ".py" or path.name == "config.py")):
                     self._mlflow.log_artifact(str(path))
             # mmengine writes <work_dir>/<timestamp>/<timestamp>.log per session; a resumed run has several
             logs = sorted(work_dir.glob("*/*.log"))
