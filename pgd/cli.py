@@ -30,10 +30,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: pgd [--debug] <command> [options]", "", "commands:"]
+    lines = ["usage: pgd [--version] [--debug] <command> [options]", "", "commands:"]
     lines += [f"  {name:<8} {help_.replace('%%', '%')}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "--debug: show the traceback of a user error (normally one message and exit status 2)"]
+    lines += ["", "`pgd <command> --help` lists a command's options and their defaults.",
+              "--debug: show the traceback of a user error (normally one message and exit status 2)"]
     return "\n".join(lines)
+
+
+def _version() -> str:
+    from pgd import __version__
+
+    return f"pgd {__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,9 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        print(_version())
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"pgd: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        from pgd.suggest import did_you_mean
+
+        print(f"pgd: unknown command {name!r}{did_you_mean(name, COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
     try:
         module = importlib.import_module(COMMANDS[name][0])

@@ -21,7 +21,8 @@ from typing import Any, Mapping
 
 from mmengine.config import Config, ConfigDict
 
-from pgd.errors import UserError, did_you_mean
+from pgd.errors import UserError
+from pgd.suggest import did_you_mean
 from pgd.vocab import BACKBONES, DATASETS, DETECTORS, ROLES, config_root, kd_loss_keywords, kd_loss_types, methods
 
 # keys of the distiller itself (DistillDetector's keyword arguments a method may tune); every other
@@ -54,7 +55,8 @@ def available_methods() -> list[str]:
 
 def _choose(kind: str, value: Any, allowed) -> str:
     if value not in allowed:
-        raise ConfigCompositionError(f'unknown {kind} {value!r}; expected one of {sorted(allowed)}')
+        raise ConfigCompositionError(f'unknown {kind} {value!r}; expected one of {sorted(allowed)}'
+                                     + did_you_mean(value, allowed))
     return value
 
 

@@ -8,10 +8,8 @@ exits 2, without a traceback. ``pgd --debug <command>`` (or ``--debug`` among a 
 """
 from __future__ import annotations
 
-import difflib
 import os
 import sys
-from typing import Iterable
 
 EXIT_USER_ERROR = 2
 DEBUG_ENV = "PGD_DEBUG"
@@ -29,9 +27,3 @@ def report_user_error(prog: str, err: BaseException) -> int:
     """Print ``<prog>: error: <message>`` on stderr; returns the exit status for a user error."""
     print(f"{prog}: error: {err}", file=sys.stderr)
     return EXIT_USER_ERROR
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """`` (did you mean 'max_iters'?)`` for the closest candidate, or ``''`` when none is close."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -27,7 +27,8 @@ class EvalError(UserError, RuntimeError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pgd eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run-dir", required=True, help="run directory holding config.py and model.pth")
+    p.add_argument("--run-dir", required=True,
+                   help="run directory holding config.py and model.pth, e.g. results/mini/runs/atss_r50_pgd")
     p.add_argument("--checkpoint", help=f"weights to test (default <run-dir>/{MODEL_FILE})")
     p.add_argument("--out", help="metrics file (default <run-dir>/metrics.json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

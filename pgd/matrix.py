@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from pgd.errors import UserError
+from pgd.suggest import did_you_mean
 from pgd.vocab import BACKBONES, BRANCHES, DATASETS, DETECTORS, FG_STRATEGIES, ROLES, methods
 
 # Paper table id -> (output file stem, Snakemake rule building it). Order = the paper's order.
@@ -154,7 +155,7 @@ class Matrix:
         try:
             return self.runs[run_id]
         except KeyError:
-            raise MatrixError(f"{self.path}: no run with id {run_id!r}") from None
+            raise MatrixError(f"{self.path}: no run with id {run_id!r}" + did_you_mean(run_id, self.runs)) from None
 
     @property
     def teachers(self) -> list[Run]:
@@ -210,7 +211,8 @@ class Matrix:
         m = _SEED_SUFFIX_RE.search(name)
         if m and name[: m.start()] in self.runs:
             return RunInstance(self.runs[name[: m.start()]], int(m.group()[2:]))
-        raise MatrixError(f"{self.path}: {name!r} is neither a run id nor <run id>_s<seed>")
+        raise MatrixError(f"{self.path}: {name!r} is neither a run id nor <run id>_s<seed>"
+                          + did_you_mean(name, self.runs))
 
 
 def _check_table(table: str) -> None:
@@ -281,7 +283,8 @@ def parse_matrix(doc: Any, path: str | Path = "<matrix>") -> Matrix:
 def _choice(row: dict, key: str, allowed: tuple, where: str, default: Any = None) -> Any:
     value = row.get(key, default)
     if value not in allowed:
-        raise MatrixError(f"{where}: {key} {value!r} is not one of {', '.join(map(str, allowed))}")
+        raise MatrixError(f"{where}: {key} {value!r} is not one of {', '.join(map(str, allowed))}"
+                          + did_you_mean(value, map(str, allowed)))
     return value
 
 

@@ -1,8 +1,15 @@
 """MLflow glue: one sqlite store per profile, ``results/<profile>/mlflow.db``, experiment ``pgd-<profile>``.
 
-Training logs through mmengine's own ``MLflowVisBackend`` (config from :func:`mlflow_vis_backend`): params (the
-flattened resolved config), scalars at the logger interval, and at the end the run directory's config / log files
-as artifacts. Evaluation adds final metrics and files to the same run, found by name (:func:`log_eval_metrics`).
+Training logs through :class:`PGDMLflowVisBackend`, mmengine's ``MLflowVisBackend`` with two changes (config from
+:func:`mlflow_vis_backend`): params (the flattened resolved config); of the logger's scalars only the meaningful ones
+(losses and ``lr``, not ``iter`` / ``time`` / ``data_time`` / ``memory`` nor ``base_lr``, which repeats ``lr``); and at
+the end ``config.py`` and the text log as one ``train.log`` artifact (every session's, in order, instead of
+mmengine's ``<timestamp>/<timestamp>.log``). Each run carries a description (``mlflow.note.content``: its matrix
+row and the table cells it fills). Evaluation adds final metrics and files to the same run, found by name
+(:func:`log_eval_metrics`).
+
+The experiment is tagged ``mlflow.experimentKind = custom_model_development``: MLflow 3's UI then opens it on its
+list of training runs rather than on the GenAI overview ("Traces: No data").
 
 Concurrency. Several trainings (Snakemake jobs, SLURM tasks on other nodes) share one sqlite file. Two things in
 MLflow are not safe under that:
@@ -32,13 +39,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = ["DB_NAME", "tracking_uri", "experiment_name", "prepare_tracking", "mlflow_vis_backend",
-           "find_run", "log_eval_metrics", "log_run"]
+           "find_run", "log_eval_metrics", "log_run", "run_description", "PGDMLflowVisBackend", "ui_url",
+           "mlflow_server"]
 
 DB_NAME = "mlflow.db"
 LOCK_NAME = ".mlflow.lock"
 ARTIFACT_DIR = "mlartifacts"
 # Files of the run directory uploaded when training ends: the dumped config and the text log.
 DEFAULT_ARTIFACT_SUFFIX = (".py", ".log")
+TRAIN_LOG = "train.log"
+BACKEND_TYPE = "PGDMLflowVisBackend"
+MLFLOW_BACKEND_TYPES = (BACKEND_TYPE, "MLflowVisBackend")
+# MLflow 3's UI opens an experiment of this kind on its training runs (not on the GenAI traces overview)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+NOTE_TAG = "mlflow.note.content"
+# logger scalars that are bookkeeping, not measurements (base_lr repeats lr)
+NOT_METRICS = frozenset({"iter", "epoch", "step", "time", "data_time", "memory", "base_lr"})
 
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 T = TypeVar("T")
@@ -108,9 +124,29 @@ def prepare_tracking(results_dir: str | os.PathLike, profile: str) -> str:
             if exp.lifecycle_stage != "active":
                 raise RuntimeError(f"experiment {name!r} in {results / DB_NAME} is deleted; restore it "
                                    f"(mlflow experiments restore) or remove the database")
+            for key, value in EXPERIMENT_TAGS.items():      # stores made before the tag was set
+                if exp.tags.get(key) != value:
+                    _retry(client.set_experiment_tag, exp.experiment_id, key, value)
             return exp.experiment_id
         artifacts = (results / ARTIFACT_DIR).as_uri()
-        return _retry(client.create_experiment, name, artifact_location=artifacts)
+        return _retry(client.create_experiment, name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+
+
+def run_description(run_name: str, matrix=None) -> str:
+    """Markdown for the run page's description: the matrix row behind ``run_name`` (``<id>`` or ``<id>_s<seed>``)
+    and the table cells its metrics fill; a run outside the matrix says so."""
+    from pgd.matrix import MatrixError, load_matrix
+
+    try:
+        inst = (matrix if matrix is not None else load_matrix()).by_name(run_name)
+    except MatrixError:
+        return f"`{run_name}`: not a row of the experiment matrix (configs/experiments.yaml)."
+    r = inst.run
+    what = f"{r.detector} {r.backbone} {r.role}" + (f", method {r.method}" if r.method else "")
+    what += f", teacher `{r.teacher}`" if r.teacher else ""
+    cells = "; ".join(f"{c.table}: " + " / ".join(x for x in (c.block, c.row) if x) for c in r.cells)
+    return (f"Row `{r.id}` of configs/experiments.yaml, seed {inst.seed}: {what} ({r.dataset}).\n\n"
+            f"Table cells: {cells or 'none'}." + (f"\n\n{r.note}" if r.note else ""))
 
 
 def _tag_value(value: Any) -> str:
@@ -125,17 +161,20 @@ def mlflow_vis_backend(results_dir: str | os.PathLike, profile: str, run_name: s
                        save_dir: str | None = None) -> dict:
     """Config dict for mmengine's ``MLflowVisBackend`` logging into this project's store.
 
-    Put it in ``visualizer.vis_backends``; the Runner fills ``save_dir``. The backend logs every key of the
-    flattened resolved config as a param, scalars at the logger interval, and on close the files under the work
-    dir ending in ``artifact_suffix``. Tags follow the contract (``tables`` as a comma list, ``detector``,
-    ``method``, ``role``); list values are joined with commas. Prepares the store, so call it in the process
-    that trains, before the Runner is built.
+    Put it in ``visualizer.vis_backends``; the Runner fills ``save_dir``. The backend
+    (:class:`PGDMLflowVisBackend`) logs every key of the flattened resolved config as a param, the losses and lr
+    at the logger interval, the resolved config as ``config.py`` (on close replaced by the run dir's own
+    config.py), the work dir's other files ending in ``artifact_suffix`` (not mmengine's <timestamp>.py dump), and
+    the text log as ``train.log``. Tags follow the contract (``tables`` as a comma list, ``detector``, ``method``, ``role``);
+    list values are joined with commas; the run's description is :func:`run_description`. Prepares the store, so
+    call it in the process that trains, before the Runner is built.
     """
     if not run_name or not isinstance(run_name, str):
         raise ValueError(f"run_name must be a non-empty string, got {run_name!r}")
     prepare_tracking(results_dir, profile)
-    cfg = dict(type="MLflowVisBackend", exp_name=experiment_name(profile), run_name=run_name,
-               tags={str(k): _tag_value(v) for k, v in (tags or {}).items()} or None,
+    run_tags = {str(k): _tag_value(v) for k, v in (tags or {}).items()}
+    run_tags.setdefault(NOTE_TAG, run_description(run_name))
+    cfg = dict(type=BACKEND_TYPE, exp_name=experiment_name(profile), run_name=run_name, tags=run_tags,
                tracking_uri=tracking_uri(results_dir), artifact_suffix=tuple(artifact_suffix))
     if save_dir is not None:
         cfg["save_dir"] = str(save_dir)
@@ -188,7 +227,8 @@ def log_eval_metrics(results_dir: str | os.PathLike, profile: str, run_name: str
     client = _client(tracking_uri(results_dir))
     run = find_run(results_dir, profile, run_name)
     created = run is None
-    run_id = (_retry(client.create_run, exp_id, run_name=run_name) if created else run).info.run_id
+    run_id = (_retry(client.create_run, exp_id, run_name=run_name, tags={NOTE_TAG: run_description(run_name)})
+              if created else run).info.run_id
     now = int(time.time() * 1000)
     _retry(client.log_batch, run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()],
            tags=[RunTag(k, v) for k, v in labels.items()])
@@ -208,8 +248,8 @@ def log_run(results_dir: str | os.PathLike, profile: str, run_name: str, params:
 
     exp_id = prepare_tracking(results_dir, profile)
     client = _client(tracking_uri(results_dir))
-    run_id = _retry(client.create_run, exp_id, run_name=run_name,
-                    tags={str(k): _tag_value(v) for k, v in (tags or {}).items()}).info.run_id
+    run_tags = {NOTE_TAG: run_description(run_name), **{str(k): _tag_value(v) for k, v in (tags or {}).items()}}
+    run_id = _retry(client.create_run, exp_id, run_name=run_name, tags=run_tags).info.run_id
     now = int(time.time() * 1000)
     steps = [Metric(k, float(v), now, int(row["iter"])) for row in history for k, v in row.items() if k != "iter"]
     values, labels = _split_metrics(metrics)
@@ -220,3 +260,105 @@ def log_run(results_dir: str | os.PathLike, profile: str, run_name: str, params:
         _retry(client.log_artifact, run_id, str(path))
     _retry(client.set_terminated, run_id)
     return run_id
+
+
+def _register_backend():
+    """:class:`PGDMLflowVisBackend` in mmengine's VISBACKENDS (defined here so that importing pgd.tracking, as
+    pgd train does before building the Runner, registers it)."""
+    import tempfile
+
+    from mmengine.registry import VISBACKENDS
+    from mmengine.visualization import MLflowVisBackend
+
+    @VISBACKENDS.register_module(name=BACKEND_TYPE, force=True)
+    class PGDMLflowVisBackend(MLflowVisBackend):
+        """MLflowVisBackend that logs only measurements and the text log as one ``train.log`` artifact."""
+
+        def add_scalar(self, name, value, step=0, **kwargs):
+            if name not in NOT_METRICS:
+                super().add_scalar(name, value, step, **kwargs)
+
+        def add_scalars(self, scalar_dict, step=0, file_path=None, **kwargs):
+            kept = {k: v for k, v in scalar_dict.items() if k not in NOT_METRICS}
+            if kept:
+                super().add_scalars(kept, step, file_path, **kwargs)
+
+        def close(self):
+            if not hasattr(self, "_mlflow"):
+                return
+            work_dir = Path(self.cfg.work_dir)
+            suffix = (self._artifact_suffix,) if isinstance(self._artifact_suffix, str) else self._artifact_suffix
+            # the run dir's own config.py replaces add_config's rendering of it; another .py here is mmengine's
+            # <timestamp>.py dump of the same config
+            for path in sorted(work_dir.iterdir()):
+                if (path.is_file() and path.name.endswith(tuple(suffix))
+                        and (path.suffix != ".py" or path.name == "config.py")):
+                    self._mlflow.log_artifact(str(path))
+            # mmengine writes <work_dir>/<timestamp>/<timestamp>.log per session; a resumed run has several
+            logs = sorted(work_dir.glob("*/*.log"))
+            if logs and ".log" in suffix:
+                with tempfile.TemporaryDirectory() as tmp:
+                    merged = Path(tmp) / TRAIN_LOG
+                    merged.write_text("".join(p.read_text(errors="replace") for p in logs))
+                    self._mlflow.log_artifact(str(merged))
+            self._mlflow.end_run()
+
+    return PGDMLflowVisBackend
+
+
+PGDMLflowVisBackend = _register_backend()
+
+
+def ui_url(base_url: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment's training runs (or of one run). ``workflowType=machine_learning`` picks
+    the UI's "Model training" view; MLflow 3's default "GenAI" view would open on a traces overview."""
+    page = f"{base_url}/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return page + "?workflowType=machine_learning"
+
+
+@contextmanager
+def mlflow_server(results_dir: str | os.PathLike, port: int | None = None, timeout: float = 300.0):
+    """``mlflow server`` on 127.0.0.1 over the profile's store, for as long as the block runs; yields its base URL.
+
+    Used by the tests and scripts/mlflow_screenshots.py; ``mlflow ui --backend-store-uri ...`` does the same
+    interactively. Starts in its own process group, which is stopped on exit."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    results = Path(results_dir).resolve()
+    log = open(results / "mlflow-server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             tracking_uri(results), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            cwd=results, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mlflow server on {base} not up after {timeout:.0f} s; see {log.name}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()

@@ -37,16 +37,23 @@ class TrainError(UserError, RuntimeError):
 # command line
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pgd train", description=__doc__.split("\n\n")[0])
+    from pgd.matrix import BACKBONES, DETECTORS, METHODS
+
+    p = argparse.ArgumentParser(prog="pgd train", description=__doc__.split("\n\n")[0],
+                                epilog="examples: `pgd train --run atss_r50_pgd` (a matrix row); "
+                                       "`pgd train --detector atss --backbone r50 --role student --method pgd "
+                                       "--teacher-run atss_r101_teacher --work-dir D`")
     src = p.add_argument_group("what to train (a matrix row, explicit fields, or an mmengine config file)")
     src.add_argument("--run", help="run id: a row of the experiment matrix (configs/experiments.yaml)")
     src.add_argument("--matrix", default=None,
                      help="experiment matrix (default $PGD_MATRIX, else configs/experiments.yaml)")
     src.add_argument("--config", help="an mmengine config file to train as it is (no composition)")
-    src.add_argument("--detector", help="fcos | autoassign | atss | gfl | ddod")
-    src.add_argument("--backbone", help="r101 | r50 | mbv2")
-    src.add_argument("--role", choices=["teacher", "student"])
-    src.add_argument("--method", help="KD method (configs/distill/<method>.py); omit for a plain detector")
+    src.add_argument("--detector", help=" | ".join(DETECTORS))
+    src.add_argument("--backbone", help=" | ".join(BACKBONES))
+    src.add_argument("--role", choices=["teacher", "student"],
+                     help="teacher (the profile's teacher schedule) or student; needed with --detector")
+    src.add_argument("--method", help=f"KD method: {' | '.join(METHODS)} (configs/distill/<method>.py); omit for "
+                                      "a plain detector")
     src.add_argument("--teacher-run", help="run id of the teacher (its run dir is beside this one)")
     src.add_argument("--teacher-dir", help="teacher run directory (overrides --teacher-run's location)")
     src.add_argument("--dataset", default=None, help="coco | crowdhuman (default: coco or the matrix row's)")
@@ -62,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then test model.pth in this process and write metrics.json, as `pgd eval --run-dir` "
                         "does (single-process runs only)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                   help="mmengine launcher: pytorch under torchrun, slurm under srun (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed; a matrix row's run id gets _s<seed> for seeds > 0 (default %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: $PGD_THREADS, else torch's default)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log this run to MLflow")
@@ -273,7 +282,7 @@ def check_distillation(cfg) -> None:
 
     import pgd.losses  # noqa: F401  (registers the KD losses)
     from pgd.checkpoint import check_checkpoint
-    from pgd.errors import did_you_mean
+    from pgd.suggest import did_you_mean
     from pgd.vocab import kd_loss_keywords, kd_loss_types
 
     model = cfg.model
@@ -333,7 +342,7 @@ def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
         from pgd import tracking
 
         backends = [b for b in vis.get("vis_backends", [dict(type="LocalVisBackend")])
-                    if b.get("type") != "MLflowVisBackend"]
+                    if b.get("type") not in tracking.MLFLOW_BACKEND_TYPES]
         results_dir = profile_results_dir(Path(args.work_dir), args.results, info["profile"])
         backend = tracking.mlflow_vis_backend(
             results_dir, info["profile"], info["run_id"],

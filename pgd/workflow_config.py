@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from pgd.errors import UserError, did_you_mean
+from pgd.errors import UserError
+from pgd.suggest import did_you_mean
 
 # config key and layout of each real dataset (what configs/_base_/datasets/{coco,crowdhuman}.py read)
 DATASET_LAYOUT = {

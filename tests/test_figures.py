@@ -138,3 +138,63 @@ def test_fig5_shows_the_k_best_boxes_or_those_above_a_threshold():
     assert len(F.shown_detections(boxes, scores, 9)) == 4
     np.testing.assert_array_equal(F.shown_detections(boxes, scores, 2, score_thr=0.1), boxes[[1, 2]].numpy())
     assert F.shown_detections(boxes, scores, 2, score_thr=0.3).shape == (0, 4)
+
+
+def test_paint_finest_draws_each_weight_at_the_level_that_carries_it():
+    from pgd.evaluation.heatmap import paint_finest
+
+    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0], [8.0, 8.0]])   # P3 2x2, P4 1x1
+    out = paint_finest(torch.tensor([[0.1, 0.0, 0.0, 0.4, 0.25]]), points, [(2, 2), (1, 1)], [8, 16], (16, 16))[0]
+    # P3's own cells where P3 weights something (even below P4's value), P4 only where P3 is zero
+    assert out[:8, :8].unique().tolist() == pytest.approx([0.1])
+    assert out[8:, 8:].unique().tolist() == pytest.approx([0.4])
+    assert out[:8, 8:].unique().tolist() == [0.25] and out[8:, :8].unique().tolist() == [0.25]
+    assert paint_finest(torch.zeros(1, 5), points, [(2, 2), (1, 1)], [8, 16], (16, 16)).abs().sum() == 0
+
+
+def test_box_union_mask_by_pixel_centres():
+    mask = F.box_union_mask(np.array([[2.0, 2.0, 6.0, 5.0], [7.0, 7.0, 8.0, 8.0]]), (8, 8))
+    assert mask.sum() == 4 * 3 + 1
+    assert mask[2:5, 2:6].all() and mask[7, 7] and not mask[5, 2] and not mask[2, 6]
+    assert not F.box_union_mask(np.zeros((0, 4)), (4, 4)).any()
+
+
+def _captured(monkeypatch):
+    figs = []
+    monkeypatch.setattr(F, "save_figure", lambda fig, out_base: figs.append(fig) or [])
+    return figs
+
+
+def test_fig3_ticks_at_the_tested_x_values(monkeypatch):
+    figs = _captured(monkeypatch)
+    x = [0, 0.5, 1, 2, 5, 10, 20, 50]
+    F.plot_pilot({"ATSS": pd.DataFrame({"X": x, "AP": np.linspace(40, 10, 8)}),
+                  "FCOS": pd.DataFrame({"X": [0, 1, 50], "AP": [30, 29, 5]})}, "unused")
+    ax = figs[0].axes[0]
+    assert ax.get_xticks().tolist() == x
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.5", "1", "2", "5", "10", "20", "50"]
+    assert len(ax.xaxis.get_minor_locator().tick_values(0, 50)) == 0
+
+
+def test_fig2_has_one_colour_bar_for_the_quality_scale(monkeypatch):
+    figs = _captured(monkeypatch)
+    F.plot_heatmaps({"FCOS": [np.zeros((8, 8))] * 2, "ATSS": [np.ones((8, 8))] * 2}, "unused")
+    bars = [a for a in figs[0].axes if a.get_ylabel().startswith("quality score")]
+    assert len(bars) == 1 and len(figs[0].axes) == 2 * 2 + 1
+    assert bars[0].get_ylim() == (0.0, 1.0)
+
+
+def test_fig1_in_box_strategies_paint_only_inside_the_gt_boxes(tiny_run, monkeypatch):
+    """On a tiny ATSS (64 px inputs, strides 8-128): Box, BoxGauss and PGD weight nothing outside the GT boxes,
+    and Box fills most of each box at P3's resolution."""
+    seen = {}
+    monkeypatch.setattr(F, "plot_regions", lambda images, boxes, maps, out: seen.update(boxes=boxes, maps=maps))
+    F.fig1(tiny_run, "unused", num_images=3)
+    for i, boxes in enumerate(seen["boxes"]):
+        inside = F.box_union_mask(boxes, seen["maps"]["Box"][i].shape)
+        for name in F.IN_BOX_METHODS:
+            assert not seen["maps"][name][i][~inside].any(), (name, i)
+        assert (seen["maps"]["Box"][i][inside] > 0).mean() > 0.5
+
+
+from train_helpers import tiny_coco, tiny_run  # noqa: E402,F401  (session fixtures)

@@ -98,8 +98,11 @@ def test_rounding_and_gain_from_displayed_values(tmp_path, m):
     assert T.cell_frame("t4", df, "paper").loc[("ATSS", "Ours"), "AP"] == "40.7 (+1.1)"
     tex = T.render("t4", df, "table4", "mini")
     assert r"S \& T" in tex                                  # the row label is escaped for LaTeX
-    assert r"\multirow[c]{3}{*}{FCOS}" in tex
+    # the detector on its block's first line, as the paper prints it (no \multirow: one package fewer)
+    assert "FCOS & S \\& T & 39.7 & " in tex and "\n & FGD & 39.6 (-0.1) & " in tex and "multirow" not in tex
     assert r"Detector & Setting & AP & AP$_{50}$" in tex
+    # booktabs: a \midrule between the blocks, none right before \bottomrule
+    assert tex.count("\\midrule\nATSS & S \\& T") == 2 and "\\midrule\n\\bottomrule" not in tex
 
 
 def test_seeds_mean_pm_std(tmp_path, m):
@@ -164,19 +167,79 @@ def test_cli(tmp_path, m):
     assert (tmp_path / "t" / "table3.tex").is_file() and (tmp_path / "t" / "table3.csv").is_file()
 
 
-@pytest.mark.skipif(not shutil.which("pdflatex"), reason="no TeX engine (pdflatex) on this machine")
-def test_latex_compiles(tmp_path, m):
-    for run, (mr, ap, ji) in T3.items():
-        put(tmp_path, run, dataset="crowdhuman", MR=mr, AP=ap, JI=ji)
-    for r in m.runs_for_table("t7"):
-        put(tmp_path, r.id, **coco(40.0))
-    body = "".join(T.write_table(t, "mini", [0], tmp_path, matrix=m)[0].read_text() for t in ("t3", "t7"))
-    doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\\usepackage{booktabs,multirow,amssymb}\\begin{document}"
-                   + body + "\\end{document}\n")
-    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                   check=True, capture_output=True, timeout=120)
-    assert (tmp_path / "doc.pdf").is_file()
+def test_paper_notes_on_printed_gains_and_the_duplicated_row(m, paper):
+    """The paper's companion of Table 1 footnotes its printed +5.8 (its values give +4.8) and its ATSS FGFI row,
+    a copy of its DeFeat row; marks are lettered in table order."""
+    df = T.build("t1", "mini", [0], "/nonexistent", m, allow_missing=True)
+    notes = T.paper_notes("t1", df)
+    assert notes == [
+        (("FCOS", "Ours", "APm"), "The paper prints +5.8 here; its own values give +4.8."),
+        (("AutoAssign", "Ours", "AP"), "The paper prints +3.1 here; its own values give +3.2."),
+        (("ATSS", "FGFI", "AP"), "The paper prints this FGFI row identical to its DeFeat row (ATSS), probably a "
+                                 "copy error; shown as printed.")]
+    frame = T.cell_frame("t1", df, "paper")
+    assert frame.loc[("FCOS", "Ours"), "AP$_M$"] == "46.1 (+4.8)$^{a}$"
+    assert frame.loc[("ATSS", "FGFI"), "AP"] == "41.8 (+2.2)$^{c}$"
+    assert frame.loc[("ATSS", "DeFeat"), "AP"] == "41.8 (+2.2)"
+    assert T.cell_frame("t1", df, "ours").loc[("FCOS", "Ours"), "AP$_M$"] == "--"     # ours carry no marks
+    tex = T.render("t1", df, "table1", "mini")
+    paper_float = tex.split(r"\end{table}")[1]
+    assert "$^{a}$ The paper prints +5.8 here; its own values give +4.8.\\\\\n" in paper_float
+    assert "\n[a] The paper prints +5.8 here" in T.to_markdown("t1", df, "paper")
+    # Table 4: three printed gains differ (ATSS FGD and Ours AP75, Ours APs); Table 6 repeats values, no note
+    t4 = T.paper_notes("t4", T.build("t4", "mini", [0], "/nonexistent", m, allow_missing=True))
+    assert [k for k, _ in t4] == [("ATSS", "FGD", "AP75"), ("ATSS", "Ours", "AP75"), ("ATSS", "Ours", "APs")]
+    assert T.paper_notes("t6k", T.build("t6k", "mini", [0], "/nonexistent", m, allow_missing=True)) == []
+
+
+def test_every_printed_gain_note_matches_the_paper_numbers(paper):
+    """paper_printed_gains.csv names real cells whose printed gain differs from the recomputed one."""
+    v = paper.set_index(["table", "block", "row", "metric"])["value"]
+    base = {"t1": "Student", "t4": "S & T"}
+    for p in T.load_printed_gains().itertuples():
+        computed = round(v[(p.table, p.block, p.row, p.metric)] - v[(p.table, p.block, base[p.table], p.metric)], 1)
+        assert abs(computed - p.printed) > 0.05, p
+
+
+def _fill_matrix(results, m):
+    """Every run of the matrix with the widest cells the tables print: 100.0 (+88.9) on a 11.1 baseline."""
+    for r in m:
+        low = r.role == "student" and not r.method
+        if r.dataset == "crowdhuman":
+            put(results, r.id, dataset="crowdhuman", MR=11.1 if low else 100.0, AP=11.1 if low else 100.0, JI=50.0)
+        else:
+            put(results, r.id, **coco(*([11.1 if low else 100.0] * 6)))
+
+
+def test_preamble_lists_what_the_tables_use(tmp_path, m):
+    _fill_matrix(tmp_path, m)
+    tex, _ = T.write_table("t7", "mini", [0], tmp_path, matrix=m)
+    preamble = (tex.parent / "preamble.tex").read_text()
+    assert [ln.split("}")[0] for ln in preamble.splitlines() if ln.startswith("\\usepackage")] == [
+        "\\usepackage{booktabs", "\\usepackage{graphicx", "\\usepackage{amssymb"]
+    assert tex.read_text().splitlines()[0].endswith("needs \\usepackage{booktabs,graphicx,amssymb} "
+                                                     "(preamble.tex beside this file).")
+
+
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="no TeX engine (pdflatex) on this machine: "
+                                                          "apt-get install texlive-latex-base texlive-latex-recommended")
+def test_every_table_compiles_and_fits_a_portrait_page(tmp_path, m):
+    """All eight tables, every cell at its widest, compile in a plain article with preamble.tex alone and raise no
+    overfull box (Table 1 is scaled to the text width, narrow tables keep their size)."""
+    from pgd.report import latex
+
+    _fill_matrix(tmp_path, m)
+    for t in T.SPECS:
+        T.write_table(t, "mini", [0], tmp_path, matrix=m)
+    tables = tmp_path / "mini" / "tables"
+    pngs = latex.render_pngs(tables, tmp_path / "png" if shutil.which("pdftoppm") else None)
+    assert len(pngs) in (0, 8)
+    # the check bites: a tabular wider than the page without the \resizebox is reported
+    wide = tables / "table1.tex"
+    wide.write_text(wide.read_text().replace("\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n", "")
+                    .replace("\\end{tabular}}", "\\end{tabular}"))
+    with pytest.raises(latex.LatexError, match=r"table1.tex: 2 overfull box\(es\), first: Overfull \\hbox"):
+        latex.compile_tables([wide], tables / "preamble.tex", tmp_path / "wide")
 
 
 def test_report_page(tmp_path, m):
@@ -194,6 +257,8 @@ def test_report_page(tmp_path, m):
     cfg.dump(str(run_dir("mini", r.id, 0, tmp_path) / "config.py"))
     (tmp_path / "mini" / "figures").mkdir(parents=True)
     (tmp_path / "mini" / "figures" / "fig3.png").write_bytes(b"\x89PNG")
+    (tmp_path / "mini" / "figures" / "fig3.pdf").write_bytes(b"%PDF-")
+    (tmp_path / "mini" / "tables" / "table3.png").write_bytes(b"\x89PNG")
     page = P.write_page("mini", [0], tmp_path, m).read_text()
     import re
 
@@ -204,6 +269,9 @@ def test_report_page(tmp_path, m):
     assert "PGDLoss(" in line and "alpha=0.001" in line and "preset=paper" in line
     assert "| ddod_r50_crowd_fgd " in settings and "config.py missing" in settings
     assert "![Fig. 3:" in page and "figures/fig1.png not built yet" in page
+    # a PDF is linked only where it exists; a table's PNG (python -m pgd.report.latex) is shown above its LaTeX
+    assert "([PDF](figures/fig3.pdf))" in page and "fig1.pdf" not in page
+    assert "![table3 as pdflatex sets it](tables/table3.png)" in page and "tables/table1.png" not in page
     assert "table1.csv not built yet" in page
 
 

@@ -104,7 +104,9 @@ WORKER = textwrap.dedent("""
                                                    tags=dict(tables=["t1", "t5"], detector="atss", role="student")))
     backend.add_config(cfg)
     for step in range(1, 51):
-        backend.add_scalars({"loss": 1.0 / step, "loss_kd": 2.0 * step}, step=step)
+        # what mmengine's LoggerHook passes; only the losses and lr are measurements
+        backend.add_scalars({"loss": 1.0 / step, "loss_kd": 2.0 * step, "lr": 0.01, "base_lr": 0.01, "iter": step,
+                             "time": 0.5, "data_time": 0.1}, step=step)
     backend.close()
     metrics = work_dir / "metrics.json"
     metrics.write_text('{"dataset": "coco", "AP": %d}' % (40 + len(name)))
@@ -140,6 +142,7 @@ def test_two_processes_share_one_fresh_store(tmp_path):
         kd = client.get_metric_history(run.info.run_id, "loss_kd")
         assert sorted(m.value for m in kd) == [2.0 * s for s in range(1, 51)]
         assert run.data.metrics["AP"] == 40 + len(name)
+        assert set(run.data.metrics) == {"loss", "loss_kd", "lr", "AP"}
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.py", "metrics.json"} <= artifacts
         local = Path(client.download_artifacts(run.info.run_id, "config.py", str(tmp_path / f"dl_{name}")))
@@ -226,14 +229,21 @@ def test_vis_backend_config_drives_a_runner(tmp_path, store):
     assert run.data.params["model.width"] == "3"
     assert run.data.params["train_cfg.max_iters"] == "4"
     assert run.data.tags["role"] == "teacher" and run.data.tags["method"] == "none"
-    steps = sorted(m.step for m in client_for(results).get_metric_history(run.info.run_id, "loss"))
+    assert run.data.tags["mlflow.note.content"] == ("`toy_run`: not a row of the experiment matrix "
+                                                    "(configs/experiments.yaml).")
+    client = client_for(results)
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
     assert steps == [2, 4]
-    artifacts = client_for(results).list_artifacts(run.info.run_id)
-    paths = {a.path for a in artifacts}
-    nested = {f.path for a in artifacts if a.is_dir for f in client_for(results).list_artifacts(run.info.run_id,
-                                                                                                 a.path)}
-    assert "config.py" in paths
-    assert any(p.endswith(".log") for p in paths | nested)
+    # losses and lr once; no iter / time / data_time / base_lr
+    assert set(run.data.metrics) == {"loss", "lr"}
+    # config.py and the text log as train.log, nothing in timestamped folders
+    artifacts = {a.path: a.is_dir for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"config.py": False, "train.log": False}
+    log = Path(client.download_artifacts(run.info.run_id, "train.log", str(tmp_path / "dl")))
+    session_log = next((tmp_path / "run").glob("*/*.log"))
+    assert log.read_text() == session_log.read_text() and "init_weights" in log.read_text()
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_log_run_records_params_history_and_metrics(tmp_path, store):
@@ -252,3 +262,70 @@ def test_log_run_records_params_history_and_metrics(tmp_path, store):
     assert run.data.metrics["heldout_accuracy"] == 0.75
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 1.5), (3, 0.5)]
     assert [a.path for a in client.list_artifacts(run_id)] == ["r50.pth.json"]
+
+
+def test_run_description_names_the_row_and_its_cells():
+    from pgd.tracking import run_description
+
+    text = run_description("atss_r50_pgd_s2")
+    assert text.startswith("Row `atss_r50_pgd` of configs/experiments.yaml, seed 2: atss r50 student, method pgd, "
+                           "teacher `atss_r101_teacher` (coco).")
+    assert "Table cells: t1: ATSS / Ours; t5: Ours;" in text
+
+
+def test_existing_experiment_gets_the_kind_tag(tmp_path):
+    """A store made before the kind tag existed is tagged on the next prepare."""
+    results = tmp_path / "old"
+    results.mkdir()
+    client = client_for(results)
+    exp_id = client.create_experiment("pgd-mini")
+    assert "mlflow.experimentKind" not in client.get_experiment(exp_id).tags
+    assert prepare_tracking(results, "mini") == exp_id
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.slow      # `mlflow server` takes 20-60 s to come up on a busy 2-core machine
+def test_mlflow_server_serves_a_logged_run_over_rest(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 over a store holding one run: the REST API returns the experiment (with
+    the kind that opens the UI on its runs) and the run's params, metrics, tags and description; the server stops."""
+    import urllib.parse
+    import urllib.request
+
+    from pgd.tracking import log_run, mlflow_server, ui_url
+
+    results = tmp_path / "results" / "mini"
+    run_id = log_run(results, "mini", "atss_r50_pgd", params={"model.backbone.depth": 50, "train_cfg.max_iters": 60},
+                     history=[{"iter": 10, "loss": 1.5, "lr": 0.01}, {"iter": 20, "loss": 0.9, "lr": 0.01}],
+                     metrics={"dataset": "coco", "AP": 29.0, "AP50": 44.4},
+                     tags={"tables": ["t1", "t5"], "detector": "atss", "method": "pgd", "role": "student"})
+
+    def get(base, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.load(resp)
+
+    with mlflow_server(results) as base:
+        assert base.startswith("http://127.0.0.1:")
+        exp = get(base, "experiments/get-by-name?" + urllib.parse.urlencode({"experiment_name": "pgd-mini"}))
+        exp = exp["experiment"]
+        assert {t["key"]: t["value"] for t in exp["tags"]}["mlflow.experimentKind"] == "custom_model_development"
+        found = get(base, "runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                          "filter": "attributes.run_name = 'atss_r50_pgd'"})["runs"]
+        assert [r["info"]["run_id"] for r in found] == [run_id]
+        run = get(base, f"runs/get?run_id={run_id}")["run"]
+        history = get(base, f"metrics/get-history?run_id={run_id}&metric_key=loss")["metrics"]
+        url = ui_url(base, exp["experiment_id"], run_id)
+    assert run["info"]["status"] == "FINISHED" and run["info"]["run_name"] == "atss_r50_pgd"
+    assert {p["key"]: p["value"] for p in run["data"]["params"]} == {"model.backbone.depth": "50",
+                                                                     "train_cfg.max_iters": "60"}
+    assert {m["key"]: m["value"] for m in run["data"]["metrics"]} == {"loss": 0.9, "lr": 0.01, "AP": 29.0,
+                                                                      "AP50": 44.4}
+    assert [(m["step"], m["value"]) for m in history] == [(10, 1.5), (20, 0.9)]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["tables"] == "t1,t5" and tags["method"] == "pgd" and tags["eval.dataset"] == "coco"
+    assert tags["mlflow.note.content"].startswith("Row `atss_r50_pgd` of configs/experiments.yaml, seed 0")
+    assert url == f"{base}/#/experiments/{exp['experiment_id']}/runs/{run_id}?workflowType=machine_learning"
+    with pytest.raises(OSError):                                   # stopped with the block
+        urllib.request.urlopen(f"{base}/health", timeout=5)

@@ -21,15 +21,16 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pgd data", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
     for name, defaults in (("coco", (400, 100, 128)), ("crowdhuman", (300, 80, 160))):
-        g = sub.add_parser(name, help=f"write the synthetic {name} set")
-        g.add_argument("--out", required=True, help="output directory")
-        g.add_argument("--seed", type=int, default=0)
-        g.add_argument("--num-train", type=int, default=defaults[0])
-        g.add_argument("--num-val", type=int, default=defaults[1])
-        g.add_argument("--image-size", type=int, default=defaults[2])
+        g = sub.add_parser(name, help=f"write the synthetic {name} set",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        g.add_argument("--out", required=True, default=argparse.SUPPRESS, help="output directory")
+        g.add_argument("--seed", type=int, default=0, help="generator seed")
+        g.add_argument("--num-train", type=int, default=defaults[0], help="training images")
+        g.add_argument("--num-val", type=int, default=defaults[1], help="validation images")
+        g.add_argument("--image-size", type=int, default=defaults[2], help="image side in pixels")
         if name == "coco":
             g.add_argument("--style", choices=sorted(STYLES), default="easy",
-                           help="difficulty preset (default easy: sized for the mini profile)")
+                           help="difficulty preset (easy: sized for the mini profile)")
     v = sub.add_parser("validate", help="validate an annotation file (exit 2 on failure)")
     kind = v.add_mutually_exclusive_group(required=True)
     kind.add_argument("--coco", help="COCO json annotation file")

@@ -28,21 +28,37 @@ from pgd.core import quality_score, split_levels
 XI = 0.8
 
 
-def paint_levels(values: Tensor, points: Tensor, level_sizes: Sequence[tuple[int, int]], strides: Sequence[int],
-                 out_hw: tuple[int, int]) -> Tensor:
-    """(N, A) per-location values -> (N, H, W): max over levels of each level's nearest-location painting."""
-    n = values.shape[0]
+def level_paintings(values: Tensor, points: Tensor, level_sizes: Sequence[tuple[int, int]], strides: Sequence[int],
+                    out_hw: tuple[int, int]) -> list[Tensor]:
+    """(N, A) per-location values -> one (N, H, W) painting per level, finest first: every pixel takes the value of
+    its nearest location on that level (each location owns the s x s cell around it)."""
     h, w = out_hw
     ys = torch.arange(h, dtype=torch.float32, device=values.device) + 0.5    # pixel centres
     xs = torch.arange(w, dtype=torch.float32, device=values.device) + 0.5
-    out = values.new_zeros(n, h, w)
-    start = 0
+    out, start = [], 0
     for lvl_map, (hl, wl), s in zip(split_levels(values, level_sizes), level_sizes, strides):
         x0, y0 = points[start, 0].item(), points[start, 1].item()     # the level's first location (row-major)
         start += hl * wl
         col = torch.floor((xs - x0) / s + 0.5).long().clamp(0, wl - 1)
         row = torch.floor((ys - y0) / s + 0.5).long().clamp(0, hl - 1)
-        out = torch.maximum(out, lvl_map[:, row][:, :, col])
+        out.append(lvl_map[:, row][:, :, col])
+    return out
+
+
+def paint_levels(values: Tensor, points: Tensor, level_sizes: Sequence[tuple[int, int]], strides: Sequence[int],
+                 out_hw: tuple[int, int]) -> Tensor:
+    """(N, A) per-location values -> (N, H, W): max over levels of each level's nearest-location painting."""
+    return torch.stack(level_paintings(values, points, level_sizes, strides, out_hw)).amax(0)
+
+
+def paint_finest(values: Tensor, points: Tensor, level_sizes: Sequence[tuple[int, int]], strides: Sequence[int],
+                 out_hw: tuple[int, int]) -> Tensor:
+    """(N, A) -> (N, H, W): each pixel takes the value of the finest level whose cell there is non-zero, so a
+    weighting is drawn at the resolution of the level that carries it (a coarse level shows only where no finer
+    one weights anything)."""
+    out = None
+    for layer in level_paintings(values, points, level_sizes, strides, out_hw):
+        out = layer if out is None else torch.where(out != 0, out, layer)
     return out
 
 

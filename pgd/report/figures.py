@@ -9,9 +9,12 @@ Fig. 5  GT (blue), plain-student (red) and PGD-student (orange) detections of AT
         the k best boxes, k = number of GT objects).
 
 Every map is drawn on the network input (the test pipeline's resized image) so that locations, boxes and pixels
-share one coordinate frame, painted as Fig. 2's heatmaps are (pgd.evaluation.heatmap.paint_levels: each location
-owns the stride x stride cell around it, max over levels - the paper's "maximum value at each position across FPN
-layers").
+share one coordinate frame; each location owns the stride x stride cell around it (pgd.evaluation.heatmap). Fig. 2
+takes the max over FPN levels per pixel (the paper's "maximum value at each position across FPN layers"). Fig. 1
+draws each weighting at the resolution of the level that carries it (the finest level with a non-zero weight at a
+pixel, pgd.evaluation.heatmap.paint_finest), and the strategies that weight only locations inside a GT box (Box,
+BoxGauss, PGD) only inside the boxes: a coarse location's cell would otherwise paint far outside its box on a small
+input. FGFI's anchors reach beyond the box by its definition and are drawn as they fall.
 """
 from __future__ import annotations
 
@@ -24,14 +27,16 @@ import pandas as pd
 import torch
 
 from pgd.atomic import atomic_path
+from pgd.errors import UserError
 from pgd.matrix import FIG1_TEACHER, FIG5_RUNS, FIGURES, figure_runs, load_matrix, run_dir
 
 FIG1_METHODS = ("Box", "BoxGauss", "FGFI", "PGD")
+IN_BOX_METHODS = ("Box", "BoxGauss", "PGD")      # weight only locations inside a GT box
 GT_COLOUR, STUDENT_COLOUR, PGD_COLOUR = "tab:blue", "tab:red", "tab:orange"
 DETECTOR_LABELS = {"fcos": "FCOS", "autoassign": "AutoAssign", "atss": "ATSS", "gfl": "GFL", "ddod": "DDOD"}
 
 
-class FigureError(ValueError):
+class FigureError(UserError, ValueError):
     """Missing or malformed figure inputs."""
 
 
@@ -101,6 +106,16 @@ def _check_images(images, *named):
             raise FigureError(f"{name}: {len(seq)} entries for {n} images")
 
 
+def box_union_mask(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: pixels whose centre lies inside any of the (M, 4) x1y1x2y2 boxes."""
+    h, w = hw
+    ys, xs = np.arange(h)[:, None] + 0.5, np.arange(w)[None, :] + 0.5
+    mask = np.zeros((h, w), dtype=bool)
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=float).reshape(-1, 4):
+        mask |= (xs >= x1) & (xs <= x2) & (ys >= y1) & (ys <= y2)
+    return mask
+
+
 def plot_regions(images: Sequence[np.ndarray], gt_boxes: Sequence[np.ndarray],
                  maps: Mapping[str, np.ndarray], out_base: str | Path) -> list[Path]:
     """Fig. 1: one row per image, one column per method; heatmap of the distillation weight over the image."""
@@ -145,6 +160,13 @@ def plot_heatmaps(heatmaps: Mapping[str, np.ndarray], out_base: str | Path,
             ax.set_axis_off()
             if i == 0:
                 ax.set_title(name, fontsize=9)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    # one scale for every panel: the quality score in [0, 1]
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap="jet"), ax=axes, shrink=0.8, pad=0.02)
+    bar.set_label(r"quality score ($\xi=0.8$)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     fig.suptitle(r"Teacher prediction quality, max over FPN levels ($\xi=0.8$)", fontsize=10)
     return save_figure(fig, out_base)
 
@@ -155,13 +177,21 @@ def plot_pilot(curves: Mapping[str, pd.DataFrame], out_base: str | Path, metric:
         raise FigureError("no pilot curves to draw")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    from matplotlib.ticker import NullLocator
+
+    tested: set[float] = set()
     for name, df in curves.items():
         missing = {"X", metric} - set(df.columns)
         if missing:
             raise FigureError(f"pilot curve {name}: missing column(s) {sorted(missing)}")
         df = df.sort_values("X")
         ax.plot(df["X"], df[metric], marker="o", ms=3, label=name)
-    ax.set_xscale("symlog", linthresh=1.0)
+        tested.update(float(x) for x in df["X"])
+    ax.set_xscale("symlog", linthresh=0.5, linscale=0.5)
+    # ticks at the X values the pilot tested, not symlog's powers of ten
+    ticks = sorted(tested)
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks], fontsize=7)
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("masked-out top-X% predictions (within GT boxes)")
     ax.set_ylabel(f"COCO {metric}")
     ax.grid(alpha=0.3)
@@ -259,8 +289,9 @@ def _rgb(raw) -> np.ndarray:
 
 
 def fig1(teacher_dir: str | Path, out_base: str | Path, num_images: int = 4, k: int = 30) -> list[Path]:
-    """Regions on the teacher's first test images; maps painted like Fig. 2's heatmaps (pgd.evaluation.heatmap)."""
-    from pgd.evaluation.heatmap import paint_levels
+    """Regions on the teacher's first test images, each drawn at the resolution of its level, the in-box
+    strategies only inside the GT boxes (see the module docstring)."""
+    from pgd.evaluation.heatmap import paint_finest
     from pgd.models.adapters import build_adapter
 
     model, batches, n = _first_images(teacher_dir, num_images)
@@ -273,14 +304,15 @@ def fig1(teacher_dir: str | Path, out_base: str | Path, num_images: int = 4, k: 
                                              [ds.metainfo for ds in samples])
             gt_boxes, gt_labels, gt_valid = input_frame_gt(samples)
             weights = region_maps(pred, gt_boxes, gt_labels, gt_valid, k=k)
-            painted = {name: paint_levels(torch.as_tensor(w), pred.points, pred.level_sizes, pred.strides,
+            painted = {name: paint_finest(torch.as_tensor(w), pred.points, pred.level_sizes, pred.strides,
                                           tuple(inputs.shape[-2:])).numpy() for name, w in weights.items()}
             for i, ds in enumerate(samples):
                 h, w = ds.metainfo["img_shape"][:2]
                 images.append(_rgb(data["inputs"][i])[:h, :w])
                 boxes.append(gt_boxes[i][gt_valid[i]].numpy())
+                inside = box_union_mask(boxes[-1], (h, w))
                 for name in FIG1_METHODS:
-                    maps[name].append(painted[name][i, :h, :w])
+                    maps[name].append(painted[name][i, :h, :w] * (inside if name in IN_BOX_METHODS else 1.0))
     return plot_regions(images[:n], boxes[:n], {k_: v[:n] for k_, v in maps.items()}, out_base)
 
 
@@ -348,12 +380,14 @@ def make_figure(fig: int, profile: str, results: str | Path = "results", matrix=
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pgd figure", description="Render a paper figure (PNG + PDF).")
-    p.add_argument("--fig", type=int, required=True, choices=list(FIGURES))
-    p.add_argument("--profile", default="mini")
-    p.add_argument("--results", default="results")
-    p.add_argument("--matrix", default=None)
+    p.add_argument("--fig", type=int, required=True, choices=list(FIGURES),
+                   help="1: foreground regions (Box, BoxGauss, FGFI, PGD) of the ATSS teacher; 2: the teachers' "
+                        "quality heatmaps; 3: the top-X%% masking pilot; 5: student vs PGD detections")
+    p.add_argument("--profile", default="mini", help="default %(default)s")
+    p.add_argument("--results", default="results", help="results root (default %(default)s)")
+    p.add_argument("--matrix", default=None, help="experiment matrix (default configs/experiments.yaml)")
     p.add_argument("--out-dir", default=None, help="default <results>/<profile>/figures")
-    p.add_argument("--num-images", type=int, default=4, help="val images shown in Figs. 1 and 5")
+    p.add_argument("--num-images", type=int, default=4, help="val images shown in Figs. 1 and 5 (default %(default)s)")
     a = p.parse_args(argv)
     paths = make_figure(a.fig, a.profile, a.results, load_matrix(a.matrix), a.out_dir, a.num_images)
     print("wrote " + " ".join(map(str, paths)))

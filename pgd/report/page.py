@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from pgd.config import DISTILLER_KEYS
 from pgd.matrix import FIGURES, TABLES, Matrix, check_seeds, load_matrix, run_dir
 from pgd.provenance import StaleRunsError, check_stale, run_commits
 from pgd.report.tables import SPECS, cell_frame, to_markdown
@@ -25,7 +26,6 @@ FIGURE_CAPTIONS = {
     3: "Fig. 3: COCO AP of the teachers after masking their top-X% quality predictions before NMS.",
     5: "Fig. 5: ATSS detections; GT blue, plain student red, PGD student orange.",
 }
-DISTILLER_KEYS = ("init_student", "teacher_guided_assign")
 
 
 def read_tidy_csv(path: Path) -> pd.DataFrame:
@@ -135,15 +135,18 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
         lines += ["**Ours**", "", to_markdown(tid, df, "ours"), "", "**Paper**", "",
                   to_markdown(tid, df, "paper"), ""]
         if tex.is_file():
+            png = tex.with_suffix(".png")      # python -m pgd.report.latex --png-dir: the table as TeX sets it
+            lines += ([f"![{stem} as pdflatex sets it](tables/{png.name})", ""] if png.is_file() else [])
             lines += ["<details><summary>LaTeX</summary>", "", "```latex", tex.read_text().rstrip(), "```", "",
                       "</details>", ""]
         lines += ["**Settings the runs trained with** (from each run's `config.py`)", "",
                   settings_table(matrix, tid, profile, results), ""]
     lines += ["## Figures", ""]
     for n in FIGURES:
-        png = out / "figures" / f"fig{n}.png"
+        png, pdf = out / "figures" / f"fig{n}.png", out / "figures" / f"fig{n}.pdf"
+        # the PDF is linked only where it is (a committed snapshot keeps the PNGs alone)
         lines += [f"![{FIGURE_CAPTIONS[n]}](figures/fig{n}.png)" if png.is_file() else f"*{png} not built yet.*",
-                  "", FIGURE_CAPTIONS[n] + f" ([PDF](figures/fig{n}.pdf))", ""]
+                  "", FIGURE_CAPTIONS[n] + (f" ([PDF](figures/fig{n}.pdf))" if pdf.is_file() else ""), ""]
     return "\n".join(lines)
 
 
@@ -164,10 +167,10 @@ def write_page(profile: str, seeds: list[int], results: str | Path = "results", 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pgd report", description="Write the per-profile report page.")
-    p.add_argument("--profile", default="mini")
-    p.add_argument("--results", default="results")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--matrix", default=None)
+    p.add_argument("--profile", default="mini", help="default %(default)s")
+    p.add_argument("--results", default="results", help="results root (default %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds the tables average (default 0)")
+    p.add_argument("--matrix", default=None, help="experiment matrix (default configs/experiments.yaml)")
     p.add_argument("--out", default=None, help="default <results>/<profile>/report.md")
     p.add_argument("--allow-stale", action="store_true",
                    help="write the page although some runs were computed with another configuration (named on it)")

@@ -7,6 +7,12 @@ beside it is tidy (one line per cell x metric) with both, plus the seed count, t
 Conventions, as in the paper: one decimal; gains over the block's baseline row (Student, or "S & T" for the
 self-distillation table) in parentheses, computed from the displayed (rounded) values; MR's gain keeps its sign
 (lower is better, so an improvement reads "(-1.7)"). With several seeds a cell shows mean +- sample std.
+
+The LaTeX pastes into a plain article with the packages of PREAMBLE (also written as `tables/preamble.tex`):
+booktabs rules, no \\multirow (a block's detector is named on its first line, as the paper prints it), and a
+table wider than the text is scaled down to \\linewidth. The paper's companion carries footnotes where its
+printed gain differs from its own values (paper_printed_gains.csv) and where it prints a row identical to another
+row of the same block.
 """
 from __future__ import annotations
 
@@ -22,10 +28,19 @@ from pathlib import Path
 import pandas as pd
 
 from pgd.atomic import atomic_write_text
-from pgd.matrix import TABLES, Matrix, check_seeds, load_matrix, run_dir
+from pgd.errors import UserError
+from pgd.matrix import (ALL_TABLES, EXTRA_TABLE, TABLES, Matrix, check_seeds, load_matrix, run_dir,
+                        with_extras)
 from pgd.provenance import Settings, StaleRunsError, check_stale
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
+PRINTED_GAINS = Path(__file__).with_name("paper_printed_gains.csv")
+PACKAGES = ("booktabs", "graphicx", "amssymb")
+PREAMBLE = ("% Packages the tables written by `pgd table` need: put these lines (or \\input{preamble}) before"
+            " \\begin{document}.\n"
+            "\\usepackage{booktabs}  % \\toprule, \\midrule, \\bottomrule\n"
+            "\\usepackage{graphicx}  % \\resizebox: a table wider than the text is scaled to \\linewidth\n"
+            "\\usepackage{amssymb}   % \\checkmark (Table 7)\n")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 CROWD_METRICS = ("MR", "AP", "JI")
 METRIC_LATEX = {"AP": "AP", "AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP$_S$", "APm": "AP$_M$",
@@ -36,7 +51,7 @@ CHECK = r"$\checkmark$"
 STALE_LATEX, STALE_MD = r"$^{\dagger}$", " †"
 
 
-class TableError(ValueError):
+class TableError(UserError, ValueError):
     """Missing or malformed metrics, or an unknown table."""
 
 
@@ -60,6 +75,9 @@ SPECS: dict[str, TableSpec] = {
     "t6a": TableSpec(r"Distillation loss magnitude $\alpha$ ($\beta=\alpha/2$, $\gamma=1.6\alpha$; AP), COCO.",
                      ("AP",), wide=r"$\alpha$"),
     "t7": TableSpec("Distillation branches with ATSS, COCO.", COCO_METRICS, baseline="Student", branches=True),
+    # not a paper table: the methods no matrix row uses (pgd.matrix.with_extras, the `extras` target)
+    EXTRA_TABLE: TableSpec("KD methods beyond the paper's tables (R101 teacher, R50 student), COCO.", COCO_METRICS,
+                           baseline="Student"),
 }
 # Table 7's rows -> which of (neck, cls, reg) carries a KD loss.
 BRANCH_ROWS = {"Student": (0, 0, 0), "Neck": (1, 0, 0), "Cls": (0, 1, 0), "Reg": (0, 0, 1), "Cls + Reg": (0, 1, 1)}
@@ -178,8 +196,54 @@ def fmt_value(mean: float, std: float = float("nan"), gain: float = float("nan")
     return s
 
 
+def load_printed_gains(path: str | Path = PRINTED_GAINS) -> pd.DataFrame:
+    df = pd.read_csv(path, comment="#", dtype={"table": str, "block": str, "row": str, "metric": str})
+    df["block"] = df["block"].fillna("")
+    return df
+
+
+def paper_notes(table: str, tidy_df: pd.DataFrame, printed: pd.DataFrame | None = None
+                ) -> list[tuple[tuple[str, str, str], str]]:
+    """Footnotes on the paper's companion table: ((block, row, metric) marked, text), in table order.
+
+    Two kinds: a printed gain that differs from the one the paper's own values give (listed in
+    paper_printed_gains.csv; the table shows the recomputed one), and a row the paper prints identical, metric for
+    metric, to an earlier row of its block (only for tables with several metrics; marked on its first metric)."""
+    spec = spec_of(table)
+    printed = load_printed_gains() if printed is None else printed
+    df = tidy_df.set_index(["block", "row", "metric"])
+    notes = []
+    for p in printed[printed["table"] == table].itertuples():
+        key = (p.block, p.row, p.metric)
+        if key in df.index and not math.isnan(df.loc[key, "paper_gain"]):
+            notes.append((key, f"The paper prints {p.printed:+.1f} here; its own values give "
+                               f"{df.loc[key, 'paper_gain']:+.1f}."))
+    if len(spec.metrics) > 2:
+        values = tidy_df.pivot_table(index=["block", "row"], columns="metric", values="paper", sort=False)
+        for block, rows in values.groupby(level="block", sort=False):
+            seen: dict[tuple, str] = {}
+            for (_, row), vals in rows.iterrows():
+                sig = tuple(vals[list(spec.metrics)])
+                if any(map(math.isnan, sig)):
+                    continue
+                if sig in seen:
+                    notes.append(((block, row, spec.metrics[0]),
+                                  f"The paper prints this {row} row identical to its {seen[sig]} row "
+                                  f"({block or table}), probably a copy error; shown as printed."))
+                else:
+                    seen[sig] = row
+    order = {k: i for i, k in enumerate(zip(tidy_df["block"], tidy_df["row"], tidy_df["metric"]))}
+    return sorted(notes, key=lambda n: order[n[0]])
+
+
+def note_mark(i: int, latex: bool = True) -> str:
+    letter = "abcdefghijklmnopqrstuvwxyz"[i]
+    return f"$^{{{letter}}}$" if latex else f" [{letter}]"
+
+
 def cell_frame(table: str, tidy_df: pd.DataFrame, source: str, latex: bool = True) -> pd.DataFrame:
-    """The displayed table (strings) for `source` 'ours' or 'paper', in the paper's layout."""
+    """The displayed table (strings) for `source` 'ours' or 'paper', in the paper's layout; the paper's cells
+    carry the marks of paper_notes."""
     spec = spec_of(table)
     df = tidy_df.copy()
     if source == "ours":
@@ -188,6 +252,10 @@ def cell_frame(table: str, tidy_df: pd.DataFrame, source: str, latex: bool = Tru
                       for m, s, g, st in zip(df["mean"], df["std"], df["gain"], stale)]
     else:
         df["text"] = [fmt_value(v, float("nan"), g, latex) for v, g in zip(df["paper"], df["paper_gain"])]
+        keys = list(zip(df["block"], df["row"], df["metric"]))
+        for i, (key, _) in enumerate(paper_notes(table, tidy_df)):
+            at = keys.index(key)
+            df.iloc[at, df.columns.get_loc("text")] += note_mark(i, latex)
     label = METRIC_LATEX if latex else {m: METRIC_MD.get(m, m) for m in spec.metrics}
     blocks = list(dict.fromkeys(df["block"]))
     if spec.wide:
@@ -216,7 +284,10 @@ def cell_frame(table: str, tidy_df: pd.DataFrame, source: str, latex: bool = Tru
 
 # ------------------------------------------------------------------------------------------ rendering
 
-def to_latex(frame: pd.DataFrame, caption: str, label: str, hide_index: bool = False) -> str:
+def to_latex(frame: pd.DataFrame, caption: str, label: str, hide_index: bool = False,
+             notes: list[str] = ()) -> str:
+    """A `table` float: booktabs rules, a \\midrule between blocks, scaled to \\linewidth only when wider,
+    `notes` (already marked in the cells) as lettered lines below the tabular."""
     names = [n or "" for n in frame.index.names]
     styler = frame.style.format_index(escape="latex", axis=0).format_index(escape=None, axis=1)
     # index names go into the header line's leading cells (below), not on a header line of their own
@@ -226,13 +297,21 @@ def to_latex(frame: pd.DataFrame, caption: str, label: str, hide_index: bool = F
         hrules=True,                       # booktabs \toprule \midrule \bottomrule
         caption=caption, label=label, position="t", position_float="centering",
         column_format=("l" * frame.index.nlevels if not hide_index else "") + "c" * frame.shape[1],
-        multirow_align="c", clines="skip-last;data" if multi else None,
+        multirow_align="naive", clines="skip-last;data" if multi else None,
         environment="table",
     )
     if not hide_index:
         tex = tex.replace("\\toprule\n" + " & " * len(names), "\\toprule\n" + " & ".join(names) + " & ", 1)
-    # booktabs: a \midrule between detector blocks rather than \cline
-    return re.sub(r"\\cline\{[0-9-]+\}", r"\\midrule", tex)
+    # booktabs: a \midrule between detector blocks rather than \cline; none after the last block
+    tex = re.sub(r"\\cline\{[0-9-]+\}", r"\\midrule", tex).replace("\\midrule\n\\bottomrule", "\\bottomrule")
+    # \width is the tabular's natural width inside \resizebox's arguments: shrink only what does not fit
+    tex = tex.replace("\\begin{tabular}", "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+                      "\\begin{tabular}", 1).replace("\\end{tabular}\n", "\\end{tabular}}\n", 1)
+    if notes:
+        lines = "\\\\\n".join(f"{note_mark(i)} {text}" for i, text in enumerate(notes))
+        tex = tex.replace("\\end{table}", "\\par\\smallskip\n{\\footnotesize\\raggedright\n" + lines
+                          + "\\par}\n\\end{table}", 1)
+    return tex
 
 
 def render(table: str, tidy_df: pd.DataFrame, stem: str, profile: str) -> str:
@@ -241,9 +320,9 @@ def render(table: str, tidy_df: pd.DataFrame, stem: str, profile: str) -> str:
     ours = to_latex(cell_frame(table, tidy_df, "ours"), f"{spec.caption} Ours ({profile} profile).",
                     f"tab:{stem}", hide_index=hide)
     paper = to_latex(cell_frame(table, tidy_df, "paper"), f"{spec.caption} As reported in the paper.",
-                     f"tab:{stem}-paper", hide_index=hide)
-    head = (f"% {stem}: generated by `pgd table --table {table} --profile {profile}`; needs booktabs, multirow"
-            + (", amssymb" if spec.branches else "") + ".\n")
+                     f"tab:{stem}-paper", hide_index=hide, notes=[t for _, t in paper_notes(table, tidy_df)])
+    head = (f"% {stem}: generated by `pgd table --table {table} --profile {profile}`; needs "
+            f"\\usepackage{{{','.join(PACKAGES)}}} (preamble.tex beside this file).\n")
     return head + ours + "\n" + paper
 
 
@@ -252,8 +331,13 @@ def to_markdown(table: str, tidy_df: pd.DataFrame, source: str) -> str:
     if frame.index.nlevels > 1:
         frame = frame.reset_index()
         frame["Detector"] = frame["Detector"].where(~frame["Detector"].duplicated(), "")
-        return frame.to_markdown(index=False)
-    return frame.to_markdown(index=not spec_of(table).branches)
+        text = frame.to_markdown(index=False)
+    else:
+        text = frame.to_markdown(index=not spec_of(table).branches)
+    if source == "paper":
+        text += "".join(f"\n\n{note_mark(i, latex=False).strip()} {t}"
+                        for i, (_, t) in enumerate(paper_notes(table, tidy_df)))
+    return text
 
 
 def build(table: str, profile: str, seeds: list[int], results: str | Path = "results",
@@ -274,7 +358,7 @@ def write_table(table: str, profile: str, seeds: list[int], results: str | Path 
                 allow_stale: bool = False, settings: Settings | None = None) -> tuple[Path, Path]:
     """Render one table. Refuses (StaleRunsError) when a run's metrics come from another configuration than the
     current one (pgd.provenance), unless ``allow_stale``: then those cells carry a dagger."""
-    stem = TABLES[table][0] if table in TABLES else None
+    stem = ALL_TABLES[table][0] if table in ALL_TABLES else None
     matrix = matrix if matrix is not None else load_matrix()
     names = [inst.name for _, inst in matrix.cell_instances(table, check_seeds(seeds))]
     stale = check_stale(matrix, names, profile, seeds, results, allow_stale, settings, f"table {table}")
@@ -283,18 +367,22 @@ def write_table(table: str, profile: str, seeds: list[int], results: str | Path 
     out.mkdir(parents=True, exist_ok=True)
     tex, csv = out / f"{stem}.tex", out / f"{stem}.csv"
     atomic_write_text(tex, render(table, df, stem, profile))
+    atomic_write_text(out / "preamble.tex", PREAMBLE)
     atomic_write_text(csv, df.to_csv(index=False, float_format="%.4g"))
     return tex, csv
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pgd table", description="Render a paper table (LaTeX + CSV) from metrics.")
-    p.add_argument("--table", required=True, choices=list(TABLES), help="paper table id")
-    p.add_argument("--profile", default="mini")
+    p.add_argument("--table", required=True, choices=list(ALL_TABLES),
+                   help="paper table id: " + ", ".join(f"{t} ({stem})" for t, (stem, _) in TABLES.items())
+                        + f"; or {EXTRA_TABLE} (methods no matrix row uses)")
+    p.add_argument("--profile", default="mini", help="default %(default)s")
     p.add_argument("--results", default="results", help="results root (default %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="seeds averaged per cell, shown as mean +- sample std when several (default 0)")
     p.add_argument("--matrix", default=None, help="experiment matrix (default configs/experiments.yaml)")
-    p.add_argument("--paper-numbers", default=str(PAPER_NUMBERS))
+    p.add_argument("--paper-numbers", default=str(PAPER_NUMBERS), help="the paper's values (default: shipped)")
     p.add_argument("--out-dir", default=None, help="default <results>/<profile>/tables")
     p.add_argument("--allow-missing", action="store_true", help="render cells without metrics.json as --")
     p.add_argument("--allow-stale", action="store_true",
@@ -302,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
                         "dagger (default: refuse and name them)")
     a = p.parse_args(argv)
     try:
-        tex, csv = write_table(a.table, a.profile, a.seeds, a.results, a.out_dir, load_matrix(a.matrix),
-                               a.paper_numbers, a.allow_missing, a.allow_stale)
-    except StaleRunsError as err:
+        tex, csv = write_table(a.table, a.profile, a.seeds, a.results, a.out_dir,
+                               with_extras(load_matrix(a.matrix)), a.paper_numbers, a.allow_missing, a.allow_stale)
+    except (StaleRunsError, TableError) as err:
         print(f"pgd table: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {tex} and {csv}")
