@@ -178,7 +178,7 @@ def pretrain(backbone: str, out: Path, settings: dict, seed: int = 0, log=print)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pgd.train import set_threads
+    from pgd.cli_common import set_threads
 
     set_threads(args.threads)
     settings = pretrain_settings(args.profile)

@@ -197,7 +197,7 @@ def metrics_provenance(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 def train_overrides(train_args: str) -> dict[str, Any]:
     """The ``--set KEY=VALUE`` overrides in the workflow's ``train_args`` string (its other words do not change
     what a run composes to)."""
-    from pgd.train import parse_overrides
+    from pgd.cli_common import parse_overrides
 
     words = shlex.split(train_args or "")
     items = []

@@ -6,10 +6,14 @@ from collections.abc import Iterable
 
 
 def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    """Up to n of `choices` that look like `word` (difflib's ratio >= 0.6), best first."""
+    """Up to n of `choices` that look like `word` (difflib's ratio >= 0.6), best first; a candidate clearly worse
+    than the best one (ratio lower by more than 0.05) is left out, so a near-exact match is named alone."""
     if not isinstance(word, str):
         return []
-    return difflib.get_close_matches(word, [str(c) for c in choices], n=n, cutoff=0.6)
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
+    ratio = {c: difflib.SequenceMatcher(None, word, c).ratio() for c in close}
+    return [c for c in close if ratio[c] >= ratio[close[0]] - 0.05] if close else []
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

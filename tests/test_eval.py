@@ -106,15 +106,16 @@ def test_atomic_write_interrupted_keeps_old_file_and_no_temp(tmp_path, monkeypat
 
 def test_eval_names_missing_files(tmp_path):
     from pgd import eval as pgd_eval
+    from pgd.evaluation import run_eval
 
-    with pytest.raises(pgd_eval.EvalError, match=r"config not found: .*config\.py"):
-        pgd_eval.build_test_config(tmp_path, tmp_path / "model.pth")
+    with pytest.raises(run_eval.EvalError, match=r"config not found: .*config\.py"):
+        run_eval.build_test_config(tmp_path, tmp_path / "model.pth")
     (tmp_path / "config.py").write_text("model = dict(type='ATSS')\n")
-    with pytest.raises(pgd_eval.EvalError, match=r"checkpoint not found: .*model\.pth"):
-        pgd_eval.build_test_config(tmp_path, tmp_path / "model.pth")
+    with pytest.raises(run_eval.EvalError, match=r"checkpoint not found: .*model\.pth"):
+        run_eval.build_test_config(tmp_path, tmp_path / "model.pth")
     (tmp_path / "model.pth").write_bytes(b"")
-    with pytest.raises(pgd_eval.EvalError, match="no test_dataloader"):
-        pgd_eval.build_test_config(tmp_path, tmp_path / "model.pth")
+    with pytest.raises(run_eval.EvalError, match="no test_dataloader"):
+        run_eval.build_test_config(tmp_path, tmp_path / "model.pth")
     assert pgd_eval.main(["--run-dir", str(tmp_path / "nope"), "--no-mlflow"]) == 2
 
 

@@ -72,7 +72,7 @@ def test_pilot_end_to_end(tiny_run, tmp_path):
     """On a 4-iteration tiny ATSS: the X = 0 row equals `pgd eval`, drops grow with X, the CSV is written."""
     import pandas as pd
 
-    from pgd.eval import evaluate
+    from pgd.evaluation.run_eval import evaluate
     from pgd.evaluation import pilot
 
     out = tmp_path / "pilot.csv"

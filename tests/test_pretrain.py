@@ -127,7 +127,7 @@ def test_pretrained_dir_only_for_local_checkpoints():
 
 
 def test_missing_checkpoint_is_named_before_training(tmp_path, monkeypatch):
-    from pgd.train import TrainError, check_pretrained_backbone
+    from pgd.preflight import TrainError, check_pretrained_backbone
 
     monkeypatch.setenv("PGD_PRETRAINED_DIR", str(tmp_path / "nowhere"))
     cfg = compose_config("atss", "r50", "mini", "student")

@@ -14,7 +14,8 @@ from pgd.matrix import load_matrix, parse_matrix, run_dir
 from pgd.report import page as P
 from pgd.report import tables as T
 from pgd.status import main as status_main
-from pgd.train import build_parser, compose, run_recipe_of
+from pgd.run_setup import compose, run_recipe_of
+from pgd.train import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 

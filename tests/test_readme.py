@@ -122,11 +122,11 @@ mode, command = sys.argv[1], sys.argv[2]
 words = shlex.split(command)[1:]
 name, argv = words[0], words[1:]
 if name == "train":
-    from pgd import train
+    from pgd import run_setup, train
     args = train.build_parser().parse_args(argv)
     try:
-        train.compose(args)
-    except train.TrainError as err:
+        run_setup.compose(args)
+    except run_setup.TrainError as err:
         if not str(err).startswith("teacher file missing"):
             raise
 elif name == "eval":

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from train_helpers import tiny_atss, tiny_coco, tiny_config_text, tiny_run, train_tiny  # noqa: F401  (fixtures)
 
-from pgd import train
+from pgd import cli_common, launch, run_layout, run_setup, train
 from pgd.checkpoint import load_checkpoint
 
 
@@ -24,24 +24,24 @@ def _build(model_cfg: dict) -> nn.Module:
 
 
 def test_parse_overrides_literals_and_bare_words():
-    assert train.parse_overrides(["train_cfg.max_iters=20", "a.b=[1, 2]", "opt.type=AdamW", "x=None",
+    assert cli_common.parse_overrides(["train_cfg.max_iters=20", "a.b=[1, 2]", "opt.type=AdamW", "x=None",
                                   "lr=1e-3", "s='3'"]) == {
         "train_cfg.max_iters": 20, "a.b": [1, 2], "opt.type": "AdamW", "x": None, "lr": 1e-3, "s": "3"}
-    with pytest.raises(train.TrainError, match="KEY=VALUE"):
-        train.parse_overrides(["max_iters"])
+    with pytest.raises(cli_common.UsageError, match="KEY=VALUE"):
+        cli_common.parse_overrides(["max_iters"])
 
 
 def test_threads_from_env(monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("PGD_THREADS", "1")
-        train.set_threads(None)
+        cli_common.set_threads(None)
         assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
         monkeypatch.setenv("PGD_THREADS", "one")
-        with pytest.raises(train.TrainError, match="PGD_THREADS"):
-            train.set_threads(None)
-        with pytest.raises(train.TrainError, match=">= 1"):
-            train.set_threads(0)
+        with pytest.raises(cli_common.UsageError, match="PGD_THREADS"):
+            cli_common.set_threads(None)
+        with pytest.raises(cli_common.UsageError, match=">= 1"):
+            cli_common.set_threads(0)
     finally:
         torch.set_num_threads(before)
 
@@ -62,7 +62,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
 def test_matrix_rows_compose_with_seeded_names_and_teacher_paths(tmp_path, capsys):
     parse = train.build_parser().parse_args
     args = parse(["--run", "atss_r101_teacher", "--seed", "2", "--results", str(tmp_path)])
-    cfg, info = train.compose(args)
+    cfg, info = run_setup.compose(args)
     # seed 0 keeps the bare id; other seeds get _s<seed> (pgd.matrix.run_name), in the dir and the MLflow name
     assert info["run_id"] == "atss_r101_teacher_s2" and info["tables"] == "t1,t2,t5"
     assert (info["detector"], info["backbone"], info["role"], info["method"]) == ("atss", "r101", "teacher", "none")
@@ -76,7 +76,7 @@ def test_matrix_rows_compose_with_seeded_names_and_teacher_paths(tmp_path, capsy
     teacher.mkdir(parents=True)
     (teacher / "config.py").touch()
     (teacher / "model.pth").touch()
-    cfg, info = train.compose(parse(["--run", "atss_r50_pgd", "--seed", "1", "--results", str(tmp_path)]))
+    cfg, info = run_setup.compose(parse(["--run", "atss_r50_pgd", "--seed", "1", "--results", str(tmp_path)]))
     assert cfg.model.type == "DistillDetector" and info["run_id"] == "atss_r50_pgd_s1"
     assert cfg.model.teacher == {"config": str(teacher.resolve() / "config.py"),
                                  "checkpoint": str(teacher.resolve() / "model.pth")}
@@ -95,7 +95,7 @@ def test_runtime_cpu_distributed_uses_gloo_and_cpu_wrapper(tmp_path):
 
     cfg = Config(dict(model=dict(type="ATSS"), env_cfg=dict(dist_cfg=dict(backend="nccl"))))
     args = SimpleNamespace(work_dir=str(tmp_path), seed=3, launcher="pytorch", resume=True, no_mlflow=True)
-    train.apply_runtime(cfg, args, {"run_id": "r", "profile": "mini"})
+    launch.apply_runtime(cfg, args, {"run_id": "r", "profile": "mini"})
     assert cfg.env_cfg.dist_cfg.backend == ("nccl" if torch.cuda.is_available() else "gloo")
     assert cfg.randomness.seed == 3 and cfg.resume is True and cfg.load_from is None
     assert cfg.run_info.run_id == "r"
@@ -125,7 +125,7 @@ def test_model_pth_of_distiller_is_student_only_and_loads_strict(tmp_path):
                       run_info=dict(run_id="atss_r50_pgd", profile="mini"),
                       custom_imports=dict(imports=["pgd.models"], allow_failed_imports=False)))
     path = tmp_path / "model.pth"
-    train.export_model(model, cfg, path, {"iter": 7})
+    run_layout.export_model(model, cfg, path, {"iter": 7})
 
     ckpt = load_checkpoint(path)  # weights_only=True
     sd = ckpt["state_dict"]
@@ -142,13 +142,13 @@ def test_model_pth_of_distiller_is_student_only_and_loads_strict(tmp_path):
     assert not missing and not unexpected
     for key, value in model.student.state_dict().items():
         assert torch.equal(plain.state_dict()[key], value), key
-    assert train.plain_model_config(cfg)["type"] == "ATSS"
+    assert run_layout.plain_model_config(cfg)["type"] == "ATSS"
     # a preprocessor given on the distiller (not on the student) is the student's at test time
     pre = dict(type="DetDataPreprocessor", mean=[1.0, 2.0, 3.0], std=[4.0, 5.0, 6.0], pad_size_divisor=64)
     bare_student = {k: v for k, v in student_cfg.items() if k != "data_preprocessor"}
     wrapped = Config(dict(model=dict(type="DistillDetector", student=bare_student, data_preprocessor=pre)))
-    assert train.plain_model_config(wrapped)["data_preprocessor"]["pad_size_divisor"] == 64
-    assert train.plain_model_config(cfg)["data_preprocessor"]["pad_size_divisor"] == 32  # the student's own wins
+    assert run_layout.plain_model_config(wrapped)["data_preprocessor"]["pad_size_divisor"] == 64
+    assert run_layout.plain_model_config(cfg)["data_preprocessor"]["pad_size_divisor"] == 32  # the student's own wins
 
 
 def test_model_pth_write_interrupted_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -165,11 +165,11 @@ def test_model_pth_write_interrupted_leaves_no_partial_file(tmp_path, monkeypatc
 
     monkeypatch.setattr(torch, "save", torn_save)
     with pytest.raises(KeyboardInterrupt):
-        train.export_model(model, cfg, path)
+        run_layout.export_model(model, cfg, path)
     assert list(tmp_path.iterdir()) == []
 
     monkeypatch.setattr(torch, "save", real_save)
-    train.export_model(model, cfg, path)
+    run_layout.export_model(model, cfg, path)
     assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
     assert set(load_checkpoint(path)["state_dict"]) == set(model.state_dict())
 

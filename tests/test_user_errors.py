@@ -179,7 +179,7 @@ def test_refused_checkpoint_says_why_without_weights_only_false(tmp_path):
 
 def test_eval_data_root_repoints_the_saved_run(tmp_path, tiny_coco):
     """`pgd eval --set data_root=OTHER` tests on OTHER's val set: datasets and evaluator of the saved config."""
-    from pgd.eval import build_test_config
+    from pgd.evaluation.run_eval import build_test_config
 
     import torch
 
@@ -244,7 +244,7 @@ def test_dispatcher_user_error_bug_and_debug(fake_command, capsys):
 
 def test_kd_loss_keys_added_with_plus_are_still_checked_before_the_runner():
     from pgd.config import compose_config
-    from pgd.train import check_distillation
+    from pgd.preflight import check_distillation
 
     cfg = compose_config("atss", "r50", "mini", "student", method="pgd",
                          teacher=dict(config="t/config.py", checkpoint="t/model.pth"),

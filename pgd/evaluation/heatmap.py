@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pgd.evaluation.pilot import PilotError, load_detector
-    from pgd.train import parse_overrides, set_threads
+    from pgd.cli_common import parse_overrides, set_threads
 
     set_threads(args.threads)
     if args.num_images < 1:

@@ -95,8 +95,8 @@ def load_detector(run_dir: Path, checkpoint: Path | None = None, overrides: dict
     from mmengine.utils import import_modules_from_strings
 
     from pgd.checkpoint import load_checkpoint
-    from pgd.eval import EvalError, build_test_config
-    from pgd.train import MODEL_FILE
+    from pgd.evaluation.run_eval import EvalError, build_test_config
+    from pgd.run_layout import MODEL_FILE
 
     checkpoint = checkpoint or run_dir / MODEL_FILE
     try:
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pgd.train import parse_overrides, set_threads
+    from pgd.cli_common import parse_overrides, set_threads
 
     set_threads(args.threads)
     run_dir = Path(args.run_dir)
