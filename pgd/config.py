@@ -20,6 +20,8 @@ from typing import Any, Mapping
 
 from mmengine.config import Config, ConfigDict
 
+from . import recipe as _recipe
+
 DETECTORS = ('fcos', 'autoassign', 'atss', 'gfl', 'ddod')
 BACKBONES = ('r101', 'r50', 'mbv2')
 ROLES = ('teacher', 'student')
@@ -31,10 +33,11 @@ PROFILE_BACKBONE_KEYS = ('init_cfg', 'frozen_stages', 'norm_eval', 'norm_cfg')
 # the profile keys compose_config reads (an unknown key is a typo, not a silent no-op)
 PROFILE_KEYS = {'datasets', 'schedules', 'img_scale', 'ms_scale_range', 'train_batch_size', 'num_workers',
                 'eval_images', 'test_batch_size', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime', 'pretrain',
-                'train_precision'}
+                'train_precision', 'recipe', 'recipe_switches'}
 # train_precision: 'fp32', or 'bf16' = backbone / neck / head convolutions under bf16 autocast while training,
 # assignment and losses in fp32 (pgd.models.feature_autocast.FeatureAutocastHook)
 TRAIN_PRECISIONS = ('fp32', 'bf16')
+# recipe / recipe_switches: per-run settings of a profile (pgd/recipe.py)
 
 
 class ConfigCompositionError(ValueError):
@@ -195,7 +198,7 @@ def _set_data_root(cfg: Config, root: str) -> None:
 
 
 def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: str, method: str,
-                   method_overrides: Mapping | None, teacher) -> dict:
+                   method_overrides: Mapping | None, teacher, recipe_kd: Mapping | None = None) -> dict:
     _choose('method', method, available_methods())
     dcfg = _load(config_root() / 'distill' / f'{method}.py', 'distill')
     if 'distill' not in dcfg:
@@ -209,6 +212,7 @@ def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: s
     loss_updates: dict = {}
     for key in (detector, f'{detector}_{backbone}', f'{detector}_{dataset}'):
         loss_updates.update(dict(per.get(key) or {}))
+    loss_updates.update(dict(recipe_kd or {}))  # the profile's recipe (pgd/recipe.py), before the row's overrides
     dist_updates = {}
     for key, value in dict(method_overrides or {}).items():
         (dist_updates if key in DISTILLER_KEYS else loss_updates)[key] = value
@@ -266,15 +270,33 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
     overrides = dict(overrides or {})
     if 'pretrained_dir' in overrides:
         _set_pretrained_dir(model, profile, backbone, str(overrides.pop('pretrained_dir')))
+    run = dict(detector=detector, backbone=backbone, role=role, dataset=dataset, method=method)
+    try:
+        switches = _recipe.resolve_switches(profile, prof.get('recipe_switches'),
+                                            _recipe.pop_switch_overrides(overrides))
+        rules = _recipe.matching_rules(profile, prof.get('recipe'), run, switches)
+        for rule in rules:
+            _recipe.apply(model, rule.get('model'))
+    except _recipe.RecipeError as err:
+        raise ConfigCompositionError(str(err)) from err
+    recipe_kd: dict = {}
+    for rule in rules:
+        recipe_kd.update(dict(rule.get('kd_loss') or {}))
 
     _apply_data(cfg, prof, role, dataset)
     _apply_schedule(cfg, prof, role)
     if prof.get('runtime'):
         _merge(cfg, prof.runtime)
     _apply_precision(cfg, prof, profile)
+    try:
+        for rule in rules:
+            _recipe.apply(cfg, rule.get('cfg'))
+    except _recipe.RecipeError as err:
+        raise ConfigCompositionError(str(err)) from err
 
     if method is not None:
-        cfg.model = _distill_model(model, detector, backbone, dataset, method, method_overrides, teacher)
+        cfg.model = _distill_model(model, detector, backbone, dataset, method, method_overrides, teacher,
+                                   recipe_kd)
     else:
         if method_overrides:
             raise ConfigCompositionError('method_overrides given without a method')
@@ -286,6 +308,9 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
     # what the run is, for the train/eval entry points and MLflow tags (not read by mmengine)
     cfg.pgd = dict(detector=detector, backbone=backbone, profile=profile, role=role, dataset=dataset,
                    method=method, method_overrides=dict(method_overrides or {}))
+    if switches:
+        cfg.pgd['recipe_switches'] = switches
+        cfg.pgd['recipe_rules'] = [r.get('name', '') for r in rules]
 
     if 'data_root' in overrides:
         _set_data_root(cfg, str(overrides.pop('data_root')))

@@ -1,0 +1,74 @@
+"""Every paper-profile model of the matrix builds and loads its ImageNet weights offline.
+
+The paper profile's backbones load the official code's ImageNet files by URL (configs/profiles/paper.py); mmengine
+reads an http(s) checkpoint from torch.hub's cache, $TORCH_HOME/hub/checkpoints/<file name>, and downloads only what
+is missing. This test fills a private cache with files of the expected names and key layout (the state dicts of
+freshly built mmdet backbones, every tensor randomised; the ResNet files also carry torchvision's `fc.*`), forbids
+downloads, builds each distinct plain model of the paper-profile runs (a distilled run's student included),
+runs init_weights() and checks that every backbone tensor is the cached one.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from pgd.config import compose_config
+from pgd.matrix import load_matrix
+
+pytestmark = pytest.mark.slow
+
+
+def _imagenet_files(directory) -> dict[str, dict]:
+    from mmdet.models.backbones import MobileNetV2, ResNet
+    torch.manual_seed(0)
+    nets = {'resnet50-0676ba61.pth': ResNet(depth=50), 'resnet101-63fe2227.pth': ResNet(depth=101),
+            'mobilenet_v2_batch256_imagenet-ff34753d.pth': MobileNetV2(out_indices=(2, 4, 7))}
+    files = {}
+    for name, net in nets.items():
+        state = {k: (torch.randn_like(v) if v.is_floating_point() else v) for k, v in net.state_dict().items()}
+        if name.startswith('resnet'):   # torchvision's classifier: unexpected by the backbone, to be skipped
+            state.update({'fc.weight': torch.randn(1000, 2048), 'fc.bias': torch.randn(1000)})
+        torch.save(state, directory / name)
+        files[name] = state
+    return files
+
+
+def test_every_paper_model_initialises_from_the_cache_offline(tmp_path, monkeypatch):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    import pgd.losses  # noqa: F401
+    import pgd.models  # noqa: F401
+
+    register_all_modules()
+    cache = tmp_path / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    files = _imagenet_files(cache)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+
+    def no_download(url, *args, **kwargs):
+        raise AssertionError(f'network access: {url}')
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', no_download)
+
+    models = {}
+    for run in load_matrix():
+        teacher = f'results/paper/runs/{run.teacher}' if run.teacher else None
+        cfg = compose_config(run.detector, run.backbone, 'paper', run.role, run.dataset, method=run.method,
+                             method_overrides=run.method_overrides or None, teacher=teacher)
+        plain = cfg.model.student if run.method else cfg.model
+        models.setdefault(plain.pretty_text if hasattr(plain, 'pretty_text') else repr(plain), (run.id, plain))
+    assert len(models) >= 15   # 5 detectors x (R101 teacher, R50 student) + MobileNetV2 + CrowdHuman variants
+
+    for run_id, model_cfg in models.values():
+        name = os.path.basename(model_cfg.backbone.init_cfg.checkpoint)
+        assert name in files, f'{run_id}: backbone loads {name}, which the cache does not hold'
+        torch.manual_seed(1)
+        model = MODELS.build(model_cfg)
+        model.init_weights()
+        loaded = model.backbone.state_dict()
+        cached = files[name]
+        assert set(loaded) <= set(cached), f'{run_id}: keys missing from {name}: {sorted(set(loaded) - set(cached))[:3]}'
+        differ = [k for k, v in loaded.items() if not torch.equal(v, cached[k])]
+        assert not differ, f'{run_id}: {len(differ)} backbone tensors not loaded from {name}, e.g. {differ[:3]}'
