@@ -5,7 +5,8 @@
 The distillation step is DistillDetector.loss + backward + SGD step (teacher forward, hooks, adapter decode, PGW
 masks, KD losses); the denominator times the same teacher forward (eval, no_grad) and a plain student detector's
 train step on the same batch. Target: <= 1.10. Default: ATSS R101 -> R50 at the mini profile's size (213x128 input,
-batch 4), the architectures of configs/detectors, random weights (timing does not depend on them) and random GT.
+batch 4), the architectures of configs/detectors, random weights (timing does not depend on them; `--weights
+pretrained` loads the profile's checkpoints) and random GT. `--profile paper` runs offline the same way.
 
     .venv/bin/python benchmarks/kd_overhead.py [--detector atss --teacher r101 --student r50 --repeats 10]
 
@@ -21,7 +22,13 @@ import time
 import torch
 
 
-def build(detector: str, teacher_bb: str, student_bb: str, profile: str, method_overrides: dict):
+def _random_backbone(model_cfg) -> None:
+    """Drop the backbone's pretrained init_cfg: offline, and timing does not depend on the weights."""
+    model_cfg.backbone.init_cfg = None
+
+
+def build(detector: str, teacher_bb: str, student_bb: str, profile: str, method_overrides: dict,
+          random_weights: bool = True):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.optim import build_optim_wrapper
@@ -35,9 +42,14 @@ def build(detector: str, teacher_bb: str, student_bb: str, profile: str, method_
     MMLogger.get_current_instance().setLevel('WARNING')   # init_weights lists every parameter at INFO
     teacher_cfg = compose_config(detector, teacher_bb, profile, 'teacher').model
     student_run = compose_config(detector, student_bb, profile, 'student')
+    if random_weights:
+        _random_backbone(teacher_cfg)
+        _random_backbone(student_run.model)
     distill_run = compose_config(detector, student_bb, profile, 'student', method='pgd',
                                  method_overrides=method_overrides,
                                  teacher=dict(teacher_model=teacher_cfg.to_dict()))
+    if random_weights:
+        _random_backbone(distill_run.model.student)
     torch.manual_seed(0)
     distiller = MODELS.build(distill_run.model)
     distiller.init_weights()
@@ -78,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--preset', default='paper', choices=['paper', 'code'])
+    parser.add_argument('--weights', default='random', choices=['random', 'pretrained'],
+                        help="random (default): backbones randomly initialised, offline; pretrained: load the "
+                             "profile's checkpoints (the paper profile's ImageNet files from torch.hub's cache)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -87,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     img_scale = tuple(prof.img_scale['coco'])
     batch_size = args.batch or int(prof.train_batch_size)
     distiller, d_optim, student, s_optim, run = build(args.detector, args.teacher, args.student, args.profile,
-                                                      dict(preset=args.preset))
+                                                      dict(preset=args.preset), args.weights == 'random')
     num_classes = int(run.model.bbox_head.num_classes)
     inputs, samples = batch(distiller, batch_size, img_scale, num_classes, args.objects)
     teacher = distiller.teacher
