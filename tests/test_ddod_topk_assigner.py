@@ -60,3 +60,25 @@ def test_bad_arguments_are_named():
         DDODTopkAssigner(topk=0)
     with pytest.raises(ValueError, match=r'alpha must lie in \[0, 1\], got 1.5'):
         DDODTopkAssigner(alpha=1.5)
+
+
+def test_a_ddod_head_trains_with_it():
+    """The assigner plugs into mmdet's DDODHead (cls and reg assigners) and gives finite losses with positives."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    import pgd.models  # noqa: F401
+    from tiny_detectors import tiny_batch, tiny_detector_cfg
+
+    register_all_modules()
+    cfg = tiny_detector_cfg('ddod')
+    cfg.train_cfg.assigner = dict(type='DDODTopkAssigner', topk=9, alpha=0.8)
+    cfg.train_cfg.reg_assigner = dict(type='DDODTopkAssigner', topk=9, alpha=0.6)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    assert type(model.bbox_head.cls_assigner).__name__ == 'DDODTopkAssigner'
+    assert model.bbox_head.reg_assigner.alpha == 0.6
+    inputs, samples = tiny_batch(model)
+    losses = model.loss(inputs, samples)
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total) and float(losses['loss_bbox'][0]) > 0   # positives were assigned
