@@ -8,8 +8,9 @@ A run = architecture (configs/detectors/<detector>_<backbone>.py)
       + optionally the distiller wrapper (configs/distill/<method>.py)
       + dotted overrides, applied last.
 
-The profile never touches the architecture except the backbone's init / frozen-stage / BN-mode keys, so a mini
-run and a paper run of the same detector build the same network.
+The profile's scale keys never touch the architecture except the backbone's init / frozen-stage / BN-mode keys;
+a profile's `recipe` (pgd/recipe.py; the paper profile's official per-run settings) may, each rule by name, so a
+mini run and a paper run of the same detector build the same network up to those named rules.
 """
 from __future__ import annotations
 

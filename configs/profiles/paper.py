@@ -1,7 +1,9 @@
-# Paper profile: the scale of the paper's runs (Sec. 4.1 and the official PGD work_configs).
+# Paper profile: the scale and recipe of the paper's runs (Sec. 4.1 and the official PGD work_configs).
 #
-# A profile sets scale only: data, image sizes, batch, schedule, optimiser, backbone initialisation and BN mode,
-# evaluation. It never changes the architecture (configs/detectors); pgd.config.compose_config applies it.
+# The scale keys set data, image sizes, batch, schedule, optimiser, backbone initialisation and BN mode, evaluation;
+# they never change the architecture (configs/detectors). The `recipe` at the end sets the official per-run values,
+# architecture ones included (caffe-style teachers, DDOD's assigner), each rule by name; pgd.config.compose_config
+# applies both.
 #
 # * 8 GPUs x 4 images = batch 32 at lr 0.02, SGD momentum 0.9, wd 1e-4, grad clip 35 (the paper and
 #   PGD's 1x_setting.py; mmdet's per-detector lr of 0.01 at batch 16 is the same linear rule). auto_scale_lr
