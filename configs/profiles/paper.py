@@ -57,7 +57,7 @@ runtime = dict(default_hooks=dict(logger=dict(interval=50)))
 # own tables show otherwise, the tables: atss_k). docs/pgd-settings.md gives each switch's consequence.
 recipe_switches = dict(
     pgd_loss_norm='code',        # 'paper': Eqs. 5-9 as written, alpha..delta rescaled to the code's magnitude
-    atss_k='tables',             # 'config': the official ATSS R50 config's K = 9 instead of Table 6a / 1's 30
+    atss_k='tables',             # 'config': the official ATSS configs' K = 9 instead of Table 6a / 1's 30
     autoassign_alpha='config',   # 'text': Sec. 4.1's anchor-free alpha 0.04 instead of the config's 0.08
     ddod_assigner='official',    # 'atss': mmdet's ATSSAssigner (9 per level by distance, alpha 0.8 / 0.5)
     teacher_backbone_style='official',  # 'pytorch': pytorch-style R101 for the FCOS / AutoAssign teachers too
@@ -121,10 +121,9 @@ recipe = [
          source='work_configs/pgd_autoassign_r101_r50_1x.py:3'),
     dict(name='pgd_autoassign_alpha_text', when=dict(method='pgd', detector='autoassign'),
          switch=('autoassign_alpha', 'text'), kd_loss=dict(alpha=0.04)),
-    dict(name='pgd_atss_mbv2_k9', when=dict(method='pgd', detector='atss', backbone='mbv2'), kd_loss=dict(k=9),
-         source='work_configs/detectors/atss_mb2_distill_head.py:49'),
     dict(name='pgd_atss_k9', when=dict(method='pgd', detector='atss'), switch=('atss_k', 'config'),
-         kd_loss=dict(k=9), source='work_configs/detectors/atss_r50_distill_head.py:52'),
+         kd_loss=dict(k=9),
+         source='work_configs/detectors/atss_r50_distill_head.py:52, atss_mb2_distill_head.py:49'),
     dict(name='pgd_paper_equations', when=dict(method='pgd', dataset='coco'), switch=('pgd_loss_norm', 'paper'),
          kd_loss=dict(mix_masks_across_batch=False, reg_loss_norm='paper', att_loss_norm='paper',
                       code_scale=dict(images_per_gpu=4, channels=256))),
