@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_localhost.sh"
 TEACHER, STUDENT = "atss_r101_teacher", "atss_r50_pgd"
@@ -111,6 +109,39 @@ def _jobcomp(state: Path) -> dict[str, dict]:
     return jobs
 
 
+class _Resources(dict):
+    __getattr__ = dict.__getitem__
+
+
+@pytest.mark.parametrize("rule", ["train_teacher", "train_student", "pilot", "table"])
+def test_paper_sbatch_line(rule):
+    """The sbatch options the pinned plugin builds for a paper-profile job from the two YAML files: one task of
+    `threads` CPUs with the rule's GPUs (a GPU job given `tasks` would get --ntasks-per-gpu: 8 tasks x 32 CPUs)."""
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    res = yaml.safe_load((REPO / "workflow" / "config" / "paper.yaml").read_text())["resources"][rule]
+    profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    resources = _Resources({**profile["default-resources"], "mem_mb": res["mem_mb"], "runtime": res["runtime"],
+                            "gpu": res["gpu"], **profile["set-resources"].get(rule, {})})
+
+    class Job:
+        threads = res["threads"]
+
+    Job.resources = resources
+    params = dict(run_uuid="RUN", slurm_logfile="LOG", comment_str=f"rule_{rule}", account="",
+                  partition=f" -p {resources['slurm_partition']}", workdir="")
+    call = get_submit_command(Job, params) + set_gres_string(Job)
+    assert "--ntasks-per-gpu" not in call and "--ntasks=" not in call.replace("--ntasks=1", "")
+    assert f"--cpus-per-task={res['threads']}" in call
+    assert f"--mem {res['mem_mb']}" in call and f"-t {res['runtime']}" in call
+    assert (f"--gpus={res['gpu']}" in call) == bool(res["gpu"]) and ("--gpus" in call) == bool(res["gpu"])
+    assert f"-p {'gpu' if res['gpu'] else 'cpu'}" in call
+
+
+@pytest.mark.slow
 def test_slice_through_slurm_profile(cluster, tmp_path):
     env, state = cluster
     out = _write_slice(tmp_path)
