@@ -14,12 +14,13 @@ small size, which is how they are tested.
 * kd: the KD overhead ratio at paper resolution, t(distillation step) / (t(teacher forward) + t(plain student
   step)), timed with CUDA synchronisation, random-init weights (no ImageNet offline), and peak GPU memory of each.
 * summary: s/iter (median of the logged windows after the first) and peak memory of `pgd train` runs, from
-  mmengine's vis_data/scalars.json.
+  mmengine's log.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -204,21 +205,27 @@ def kd_overhead(detector: str, teacher_bb: str, student_bb: str, profile: str, b
 
 
 # ------------------------------------------------------------------------------------------------------ summary
+_TRAIN_LINE = re.compile(r"(?:Iter\(train\) \[\s*(?P<iter>\d+)/\d+\]|Epoch\(train\)\s+\[\d+\]\[\s*\d+/\d+\])"
+                         r".*?\btime: (?P<time>[\d.]+)\s+data_time: (?P<data>[\d.]+)"
+                         r"(?:\s+memory: (?P<memory>\d+))?.*?\bloss: (?P<loss>[\d.]+)")
+
+
 def train_summary(work_dir: Path) -> dict:
-    """s/iter and peak memory of one `pgd train` run from mmengine's scalars.json (one record per log window)."""
-    files = sorted(Path(work_dir).glob("*/vis_data/scalars.json"))
-    if not files:
-        return dict(work_dir=str(work_dir), error="no vis_data/scalars.json: the run logged nothing")
-    records = [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
-    train = [r for r in records if "time" in r and "loss" in r]
+    """s/iter and peak memory of one `pgd train` run from mmengine's log (<work_dir>/<timestamp>/<timestamp>.log):
+    each `Iter(train)` line holds the mean time and data time of its logging window and, on CUDA, the peak
+    memory in MB."""
+    logs = sorted(Path(work_dir).glob("*/*.log"))
+    if not logs:
+        return dict(work_dir=str(work_dir), error="no mmengine log: the run did not start")
+    train = [m for m in map(_TRAIN_LINE.search, logs[-1].read_text(errors="replace").splitlines()) if m]
     if not train:
-        return dict(work_dir=str(work_dir), error="no training records in scalars.json")
+        return dict(work_dir=str(work_dir), error="no training iterations in the log")
     steady = train[1:] or train          # the first window holds cudnn autotuning and data-loader start-up
-    out = dict(work_dir=str(work_dir), iterations=train[-1].get("iter", train[-1].get("step")),
-               s_per_iter=statistics.median(r["time"] for r in steady),
-               data_s_per_iter=statistics.median(r.get("data_time", 0.0) for r in steady),
-               last_loss=train[-1]["loss"])
-    mem = [r["memory"] for r in train if "memory" in r]
+    out = dict(work_dir=str(work_dir), log_windows=len(train), last_iter=train[-1]["iter"] and int(train[-1]["iter"]),
+               s_per_iter=statistics.median(float(m["time"]) for m in steady),
+               data_s_per_iter=statistics.median(float(m["data"]) for m in steady),
+               last_loss=float(train[-1]["loss"]))
+    mem = [int(m["memory"]) for m in train if m["memory"]]
     if mem:
         out["peak_memory_mb"] = max(mem)
     return out

@@ -5,7 +5,7 @@
 #   scripts/gpu_check.sh --dry-run           # the same steps on the CPU at a tiny size (no mmcv build)
 #   scripts/gpu_check.sh --wheels DIR        # on a machine WITH internet: fill DIR with what the GPU machine lacks
 #
-# Steps, each with its share of the overall time limit (PGD_GPU_TIMEOUT seconds, default 780):
+# Steps, each with its share of the overall time limit (PGD_GPU_TIMEOUT seconds, default 690):
 #   1. environment: nvidia-smi, torch / CUDA / nvcc versions            -> env.txt
 #   2. Python packages that do not import are installed from $PGD_WHEELS (pip --no-index)
 #   3. mmcv 2.1.0 with CUDA ops, compiled from $PGD_WHEELS/mmcv-2.1.0.tar.gz unless the installed mmcv has them
@@ -13,8 +13,8 @@
 #   4. synthetic COCO at 1333x800 (scripts/gpu_bench.py data)           -> data.json
 #   5. mmcv's deformable convolutions (DDOD's head) on the GPU          -> deform.json
 #   6. KD overhead ratio at 1333x800, batch 4: ATSS and DDOD, R101 -> R50, random init -> kd_atss.json, kd_ddod.json
-#   7. `pgd train` at the paper profile on the synthetic set: the ATSS R101 teacher (a few epochs, for its
-#      model.pth) and the ATSS R50 PGD student for PGD_GPU_ITERS iterations (default 300), random-init backbones
+#   7. `pgd train` at the paper profile on the synthetic set: the ATSS R101 teacher (20 iterations, for its
+#      model.pth) and the ATSS R50 PGD student for PGD_GPU_ITERS iterations (default 200), random-init backbones
 #   8. s/iter and peak memory of both trainings                         -> train.json, summary.md
 #
 # Needs on the GPU machine: python 3.10-3.12 with a CUDA build of torch (the project pins 2.13.0; another 2.x
@@ -28,10 +28,10 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PGD_PYTHON:-python3}
 [[ -x "$ROOT/.venv/bin/python" && -z "${PGD_PYTHON:-}" ]] && PY="$ROOT/.venv/bin/python"
 MMCV_VERSION=2.1.0
-# imported by `pgd train` and the benchmarks (module name -> pip requirement)
+# what `pgd train` and the benchmarks import: mmengine, mmdet and their requirements (module name:pip requirement)
 REQUIREMENTS=(mmengine:mmengine==0.10.7 mmdet:mmdet==3.3.0 pycocotools:pycocotools scipy:scipy
               cv2:opencv-python-headless shapely:shapely terminaltables:terminaltables yaml:pyyaml PIL:pillow
-              pandas:pandas matplotlib:matplotlib addict:addict yapf:yapf rich:rich tabulate:tabulate
+              matplotlib:matplotlib addict:addict yapf:yapf rich:rich termcolor:termcolor tqdm:tqdm
               numpy:numpy six:six)
 
 log() { printf '[gpu_check %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
@@ -58,11 +58,11 @@ mkdir -p "$OUT"
 WORK=${PGD_GPU_WORK:-/tmp/pgd-gpu-check}
 mkdir -p "$WORK"
 START=$SECONDS
-BUDGET=${PGD_GPU_TIMEOUT:-$(( DRY ? 3000 : 780 ))}
+BUDGET=${PGD_GPU_TIMEOUT:-$(( DRY ? 3000 : 690 ))}
 if (( DRY )); then
     DEVICE=cpu; W=160; H=96; ITERS=${PGD_GPU_ITERS:-2}; NUM_TRAIN=8; REPEATS=1; WORKERS=1
 else
-    DEVICE=cuda; W=1333; H=800; ITERS=${PGD_GPU_ITERS:-300}; NUM_TRAIN=${PGD_GPU_IMAGES:-48}; REPEATS=20
+    DEVICE=cuda; W=1333; H=800; ITERS=${PGD_GPU_ITERS:-200}; NUM_TRAIN=${PGD_GPU_IMAGES:-48}; REPEATS=20
     WORKERS=${PGD_GPU_WORKERS:-8}
 fi
 BATCH=4                                    # the paper profile's images per GPU
@@ -126,6 +126,10 @@ elif has_cuda_ops; then
 else
     sdist=$(ls "${PGD_WHEELS:-/nonexistent}"/mmcv-"$MMCV_VERSION".tar.gz 2>/dev/null | head -n 1)
     [[ -n "$sdist" ]] || { log "mmcv needs building and there is no ${PGD_WHEELS:-\$PGD_WHEELS}/mmcv-$MMCV_VERSION.tar.gz"; exit 1; }
+    # mmcv's setup.py imports pkg_resources (gone in setuptools 81); ninja compiles in parallel
+    "$PY" -c 'import pkg_resources' 2>/dev/null \
+        || "$PY" -m pip install -q --no-index --find-links "$PGD_WHEELS" "setuptools>=77.0.3,<81" || true
+    "$PY" -c 'import ninja' 2>/dev/null || "$PY" -m pip install -q --no-index --find-links "$PGD_WHEELS" ninja || true
     export MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)}
     run mmcv_build 480 "$PY" -m pip install --no-index --find-links "$PGD_WHEELS" --no-build-isolation --no-deps \
         "$sdist" || exit 1
@@ -143,24 +147,24 @@ for det in atss ddod; do
         --width "$W" --height "$H" --repeats "$REPEATS" --warmup "$(( REPEATS > 1 ? 3 : 0 ))" --out "$OUT/kd_$det.json"
 done
 
-# 7. trainings at the paper profile: random-init backbones, iteration counts from epochs of the synthetic set,
-# no checkpoints or validation on the way, the teacher at the student's single scale (its RandomResize between two
-# equal scales)
+# 7. trainings at the paper profile: random-init backbones, an iteration loop of exactly N iterations (the paper's
+# epochs, with the 500-iteration warm-up only: the lr drops come later), no checkpoints on the way, the teacher
+# at the student's single scale (its RandomResize between two equal scales); each validates on the 2 val images
 if [[ -f "$DATA/summary.json" ]]; then
-    per_epoch=$(( NUM_TRAIN / BATCH ))
-    epochs=$(( (ITERS + per_epoch - 1) / per_epoch ))
+    loop() { echo "train_cfg={'_delete_': True, 'type': 'IterBasedTrainLoop', 'max_iters': $1, 'val_interval': 100000}"; }
     common=(--profile paper --no-mlflow --threads 4 --set "data_root=$DATA/"
             --set "train_dataloader.batch_size=$BATCH" --set "train_dataloader.num_workers=$WORKERS"
-            --set "train_cfg.val_interval=100000" --set "default_hooks.checkpoint.interval=100000"
+            --set "param_scheduler=[{'type': 'LinearLR', 'start_factor': 0.001, 'by_epoch': False, 'begin': 0, 'end': 500}]"
+            --set "log_processor.by_epoch=False" --set "default_hooks.checkpoint.interval=100000"
             --set "default_hooks.logger.interval=$(( ITERS >= 50 ? 10 : 1 ))")
     rm -rf "$WORK/runs"
     run train_teacher 150 "$PY" -m pgd.cli train --detector atss --backbone r101 --role teacher \
         --work-dir "$WORK/runs/atss_r101_teacher" "${common[@]}" --set "model.backbone.init_cfg=None" \
-        --set "train_dataloader.dataset.pipeline.2.scale=[($W, $H), ($W, $H)]" --set "train_cfg.max_epochs=$(( ITERS >= 50 ? 2 : 1 ))"
+        --set "train_dataloader.dataset.pipeline.2.scale=[($W, $H), ($W, $H)]" --set "$(loop $(( ITERS >= 50 ? 20 : 1 )))"
     run train_student 360 "$PY" -m pgd.cli train --detector atss --backbone r50 --role student --method pgd \
         --teacher-dir "$WORK/runs/atss_r101_teacher" --work-dir "$WORK/runs/atss_r50_pgd" "${common[@]}" \
         --set "model.student.backbone.init_cfg=None" --set "train_dataloader.dataset.pipeline.2.scale=($W, $H)" \
-        --set "train_cfg.max_epochs=$epochs"
+        --set "$(loop "$ITERS")"
     run summary 60 "$PY" scripts/gpu_bench.py summary --runs-dir "$WORK/runs" --out "$OUT/train.json"
 fi
 
@@ -186,7 +190,7 @@ for run, entry in (load("train.json") or {}).items():
     if "error" in entry:
         print(f"| pgd train {run} | {entry['error']} |")
     else:
-        print(f"| pgd train {run} ({entry['iterations']} it) | {entry['s_per_iter']:.3f} s/iter "
+        print(f"| pgd train {run} ({entry['last_iter']} it) | {entry['s_per_iter']:.3f} s/iter "
               f"(data {entry['data_s_per_iter']:.3f}), peak memory {entry.get('peak_memory_mb')} MB |")
 EOF
 log "total $(( SECONDS - START ))s; steps (name exit seconds):"; cat "$OUT/steps.txt"

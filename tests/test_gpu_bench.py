@@ -44,20 +44,33 @@ def test_data_is_a_coco2017_layout_at_the_asked_size(bench, tmp_path):
         assert {a["category_id"] for a in ann["annotations"]} <= set(range(1, 7))   # the six shapes
 
 
-def test_train_summary_reads_mmengine_scalars(bench, tmp_path):
-    vis = tmp_path / "run" / "20261201_120000" / "vis_data"
-    vis.mkdir(parents=True)
-    records = [dict(iter=10, loss=3.0, time=2.0, data_time=0.5, memory=9000),     # start-up window: left out
-               dict(iter=20, loss=2.5, time=0.4, data_time=0.1, memory=9100),
-               dict(iter=30, loss=2.0, time=0.6, data_time=0.3, memory=9050),
-               dict(iter=40, loss=1.5, time=0.5, data_time=0.2, memory=9080),
-               dict(coco_bbox_mAP=0.1, step=40)]                                    # a val record: not training
-    (vis / "scalars.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+def test_train_summary_reads_the_mmengine_log(bench, tmp_path):
+    run = tmp_path / "run" / "20261201_120000"
+    run.mkdir(parents=True)
+    head = "2026/12/01 12:00:00 - mmengine - INFO - "
+    lines = [head + "Checkpoints will be saved to /x.",
+             # start-up window: left out of the medians
+             head + "Iter(train) [ 10/200]  base_lr: 1.0e-04 lr: 1.0e-04  eta: 0:10:00  time: 2.0000  "
+                    "data_time: 0.5000  memory: 9000  grad_norm: 5.0  loss: 3.0000  loss_cls: 1.0",
+             head + "Iter(train) [ 20/200]  base_lr: 1.0e-04 lr: 1.0e-04  eta: 0:01:00  time: 0.4000  "
+                    "data_time: 0.1000  memory: 9100  grad_norm: 5.0  loss: 2.5000  loss_cls: 1.0",
+             head + "Iter(train) [ 30/200]  base_lr: 1.0e-04 lr: 1.0e-04  eta: 0:01:00  time: 0.6000  "
+                    "data_time: 0.3000  memory: 9050  grad_norm: 5.0  loss: 2.0000  loss_cls: 1.0",
+             head + "Iter(train) [ 40/200]  base_lr: 1.0e-04 lr: 1.0e-04  eta: 0:01:00  time: 0.5000  "
+                    "data_time: 0.2000  memory: 9080  grad_norm: 5.0  loss: 1.5000  loss_cls: 1.0",
+             head + "Iter(val) [2/2]    eta: 0:00:00  time: 0.1000  data_time: 0.0100  memory: 2000"]
+    (run / "20261201_120000.log").write_text("\n".join(lines) + "\n")
     out = bench.train_summary(tmp_path / "run")
-    assert out["iterations"] == 40 and out["last_loss"] == 1.5
+    assert out["last_iter"] == 40 and out["log_windows"] == 4 and out["last_loss"] == 1.5
     assert out["s_per_iter"] == pytest.approx(0.5) and out["data_s_per_iter"] == pytest.approx(0.2)
     assert out["peak_memory_mb"] == 9100
-    assert bench.train_summary(tmp_path / "empty")["error"].startswith("no vis_data/scalars.json")
+    # a CPU run logs no memory; an epoch-based loop logs Epoch(train) lines
+    (run / "20261201_120000.log").write_text(
+        head + "Epoch(train) [1][1/1]  lr: 2.5e-06  eta: 0:00:00  time: 5.8866  data_time: 0.2302  "
+               "grad_norm: 990.98  loss: 153.7358  loss_cls: 1.1284\n")
+    out = bench.train_summary(tmp_path / "run")
+    assert out["s_per_iter"] == pytest.approx(5.8866) and "peak_memory_mb" not in out and out["last_iter"] is None
+    assert bench.train_summary(tmp_path / "empty")["error"] == "no mmengine log: the run did not start"
 
 
 def test_gpu_check_refuses_without_cuda(tmp_path):
