@@ -6,16 +6,20 @@
 #   scripts/slurm_localhost.sh start [DIR]     # writes DIR/slurm.conf, starts the daemons; prints `export SLURM_CONF=...`
 #   scripts/slurm_localhost.sh stop [DIR]      # stops the daemons started from DIR
 #
-# DIR (default $PGD_SLURM_DIR, else /tmp/pgd-slurm) holds the configuration, the munge key and socket, the daemons'
-# state, pid files and logs: nothing under /etc is touched, so the client commands (sbatch, squeue, sacct, scancel)
-# find this cluster only through SLURM_CONF=DIR/slurm.conf. Run as root (slurmd starts jobs as their users).
+# DIR (default $PGD_SLURM_DIR, else /tmp/pgd-slurm) holds the configuration, the munge key, the daemons' state, pid
+# files and logs; client commands (sbatch, squeue, scontrol, scancel) find the cluster through
+# SLURM_CONF=DIR/slurm.conf. Outside DIR, nothing under /etc: munged's socket at its default path (slurmd needs it
+# before it has any configuration; a munged already answering there is used as it is) and slurmd's configless link
+# /run/slurm/conf, through which job steps find the cluster (the executor plugin drops SLURM_CONF before srun), so
+# one such cluster per machine. Run as root (slurmd starts jobs as their users).
 # Ports: $PGD_SLURM_CTLD_PORT (6817) and $PGD_SLURM_SLURMD_PORT (6818).
 #
-# The node is this machine as `slurmd -C` sees it (CPUs, sockets, cores, RealMemory) plus PGD_SLURM_FAKE_GPUS
-# (default 2) GPUs that are not there: gres/gpu entries backed by empty files in DIR, so that sbatch --gpus=N is accepted and
-# shows up in the job's TRES; a job that wants CUDA finds none. No slurmdbd: accounting_storage/none, and job
-# states come from slurmctld (squeue --states=all keeps finished jobs for MinJobAge seconds); jobcomp/filetxt
-# writes one line per finished job to DIR/jobcomp.txt, a record of what each job was given.
+# The node is this machine as `slurmd -C` sees it (CPUs, sockets, cores; 95% of RealMemory) plus
+# PGD_SLURM_FAKE_GPUS (default 2) GPUs that are not there: gres/gpu entries backed by empty files in DIR, so that
+# sbatch --gpus=N is accepted and shows as TresPerJob in `scontrol show job`; a job that wants CUDA finds none.
+# Partitions `gpu` (default) and `cpu`, the names workflow/profiles/slurm uses. No slurmdbd
+# (accounting_storage/none, so `sacct` does not answer): job states come from slurmctld (squeue --states=all
+# keeps finished jobs MinJobAge=300 s), and jobcomp/filetxt writes one line per finished job to DIR/jobcomp.txt.
 set -euo pipefail
 
 cmd=${1:-}

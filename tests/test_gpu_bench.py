@@ -80,7 +80,8 @@ def test_gpu_check_refuses_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     p = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out"), "PGD_PYTHON": sys.executable},
+                       env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out"), "PGD_GPU_WORK": str(tmp_path / "work"),
+                            "PGD_PYTHON": sys.executable},
                        timeout=120)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "no CUDA torch here" in p.stdout
