@@ -104,7 +104,9 @@ fi
 # 2. missing Python packages, from the carried wheel folder
 missing=()
 for item in "${REQUIREMENTS[@]}"; do
-    "$PY" -c "import ${item%%:*}" 2>/dev/null || missing+=("${item#*:}")
+    # found, not imported: mmdet refuses to import before mmcv is built
+    "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('${item%%:*}') is None)" 2>/dev/null \
+        || missing+=("${item#*:}")
 done
 if (( ${#missing[@]} )); then
     if [[ -d "${PGD_WHEELS:-}" ]]; then
@@ -132,7 +134,7 @@ else
     "$PY" -c 'import ninja' 2>/dev/null || "$PY" -m pip install -q --no-index --find-links "$PGD_WHEELS" ninja || true
     export MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)}
     run mmcv_build 480 "$PY" -m pip install --no-index --find-links "$PGD_WHEELS" --no-build-isolation --no-deps \
-        "$sdist" || exit 1
+        --force-reinstall "$sdist" || exit 1
     has_cuda_ops || { log "mmcv built but its CUDA ops do not import"; exit 1; }
 fi
 
