@@ -5,13 +5,14 @@
 The distillation step is DistillDetector.loss + backward + SGD step (teacher forward, hooks, adapter decode, PGW
 masks, KD losses); the denominator times the same teacher forward (eval, no_grad) and a plain student detector's
 train step on the same batch. Target: <= 1.10. Default: ATSS R101 -> R50 at the mini profile's size (213x128 input,
-batch 4), the architectures of configs/detectors, random weights (timing does not depend on them) and random GT.
+batch 4), the architectures of configs/detectors, random weights (timing does not depend on them; `--weights
+pretrained` loads the profile's checkpoints) and random GT. `--profile paper` runs offline the same way.
 
     .venv/bin/python benchmarks/kd_overhead.py [--detector atss --teacher r101 --student r50 --repeats 10]
-    .venv/bin/python benchmarks/kd_overhead.py --profile paper --batch 2 --random-init --warmup 1 --repeats 3
+    .venv/bin/python benchmarks/kd_overhead.py --profile paper --batch 2 --warmup 1 --repeats 3
 
---random-init drops the backbones' pretrained init_cfg (the paper profile's `torchvision://` weights need torchvision
-and a download), so the paper profile runs offline; --img-scale W H times another input size than the profile's.
+--weights random (the default) drops every backbone's pretrained init_cfg, teacher included, so the paper profile
+runs offline; --img-scale W H times another input size than the profile's.
 
 Timings are medians over interleaved repeats with one torch thread, as wall time and as process CPU time; on a
 shared CPU the wall times are noisy and the CPU times (with one thread: the wall time of an idle machine) give the
@@ -102,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--preset', default='paper', choices=['paper', 'code'])
-    parser.add_argument('--random-init', action='store_true',
-                        help='no pretrained backbone weights (offline; timing does not depend on them)')
+    parser.add_argument('--weights', default='random', choices=['random', 'pretrained'],
+                        help="random (default): backbones randomly initialised, offline (timing does not depend on "
+                             "the weights); pretrained: load the profile's checkpoints (paper: torch.hub's cache)")
     parser.add_argument('--img-scale', type=int, nargs=2, metavar=('W', 'H'), default=None,
                         help="input size (default: the profile's COCO img_scale)")
     parser.add_argument('--no-breakdown', action='store_true', help='do not time the KD work on its own')
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     img_scale = tuple(args.img_scale or prof.img_scale['coco'])
     batch_size = args.batch or int(prof.train_batch_size)
     distiller, d_optim, student, s_optim, run = build(args.detector, args.teacher, args.student, args.profile,
-                                                      dict(preset=args.preset), args.random_init)
+                                                      dict(preset=args.preset), args.weights == 'random')
     num_classes = int(run.model.bbox_head.num_classes)
     inputs, samples = batch(distiller, batch_size, img_scale, num_classes, args.objects)
     teacher = distiller.teacher

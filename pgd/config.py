@@ -8,8 +8,9 @@ A run = architecture (configs/detectors/<detector>_<backbone>.py)
       + optionally the distiller wrapper (configs/distill/<method>.py)
       + dotted overrides, applied last.
 
-The profile never touches the architecture except the backbone's init / frozen-stage / BN-mode keys, so a mini
-run and a paper run of the same detector build the same network.
+The profile's scale keys never touch the architecture except the backbone's init / frozen-stage / BN-mode keys;
+a profile's `recipe` (pgd/recipe.py; the paper profile's official per-run settings) may, each rule by name, so a
+mini run and a paper run of the same detector build the same network up to those named rules.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any, Mapping
 
 from mmengine.config import Config, ConfigDict
 
+from pgd import recipe as _recipe
 from pgd.errors import UserError
 from pgd.suggest import did_you_mean
 from pgd.vocab import BACKBONES, DATASETS, DETECTORS, ROLES, config_root, kd_loss_keywords, kd_loss_types, methods
@@ -35,10 +37,11 @@ PROFILE_BACKBONE_KEYS = ('init_cfg', 'frozen_stages', 'norm_eval', 'norm_cfg')
 # the profile keys compose_config reads (an unknown key is a typo, not a silent no-op)
 PROFILE_KEYS = {'datasets', 'schedules', 'img_scale', 'ms_scale_range', 'train_batch_size', 'num_workers',
                 'eval_images', 'test_batch_size', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime', 'pretrain',
-                'train_precision'}
+                'train_precision', 'recipe', 'recipe_switches'}
 # train_precision: 'fp32', or 'bf16' = backbone / neck / head convolutions under bf16 autocast while training,
 # assignment and losses in fp32 (pgd.models.feature_autocast.FeatureAutocastHook)
 TRAIN_PRECISIONS = ('fp32', 'bf16')
+# recipe / recipe_switches: per-run settings of a profile (pgd/recipe.py)
 
 
 class ConfigCompositionError(UserError, ValueError):
@@ -303,7 +306,7 @@ def check_method_overrides(method: str, overrides: Mapping | None) -> None:
 
 
 def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: str, method: str,
-                   method_overrides: Mapping | None, teacher) -> dict:
+                   method_overrides: Mapping | None, teacher, recipe_kd: Mapping | None = None) -> dict:
     _choose('method', method, available_methods())
     dcfg = _load(config_root() / 'distill' / f'{method}.py', 'distill')
     if 'distill' not in dcfg:
@@ -318,6 +321,7 @@ def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: s
     for key in (detector, f'{detector}_{backbone}', f'{detector}_{dataset}'):
         loss_updates.update(dict(per.get(key) or {}))
     check_method_overrides(method, method_overrides)
+    loss_updates.update(dict(recipe_kd or {}))  # the profile's recipe (pgd/recipe.py), before the row's overrides
     dist_updates = {}
     for key, value in dict(method_overrides or {}).items():
         (dist_updates if key in DISTILLER_KEYS else loss_updates)[key] = value
@@ -376,15 +380,33 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
     overrides = dict(overrides or {})
     if 'pretrained_dir' in overrides:
         _set_pretrained_dir(model, profile, backbone, str(overrides.pop('pretrained_dir')))
+    run = dict(detector=detector, backbone=backbone, role=role, dataset=dataset, method=method)
+    try:
+        switches = _recipe.resolve_switches(profile, prof.get('recipe_switches'),
+                                            _recipe.pop_switch_overrides(overrides))
+        rules = _recipe.matching_rules(profile, prof.get('recipe'), run, switches)
+        for rule in rules:
+            _recipe.apply(model, rule.get('model'))
+    except _recipe.RecipeError as err:
+        raise ConfigCompositionError(str(err)) from err
+    recipe_kd: dict = {}
+    for rule in rules:
+        recipe_kd.update(dict(rule.get('kd_loss') or {}))
 
     _apply_data(cfg, prof, role, dataset)
     _apply_schedule(cfg, prof, role)
     if prof.get('runtime'):
         _merge(cfg, prof.runtime)
     _apply_precision(cfg, prof, profile)
+    try:
+        for rule in rules:
+            _recipe.apply(cfg, rule.get('cfg'))
+    except _recipe.RecipeError as err:
+        raise ConfigCompositionError(str(err)) from err
 
     if method is not None:
-        cfg.model = _distill_model(model, detector, backbone, dataset, method, method_overrides, teacher)
+        cfg.model = _distill_model(model, detector, backbone, dataset, method, method_overrides, teacher,
+                                   recipe_kd)
     else:
         if method_overrides:
             raise ConfigCompositionError('method_overrides given without a method')
@@ -396,6 +418,9 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
     # what the run is, for the train/eval entry points and MLflow tags (not read by mmengine)
     cfg.pgd = dict(detector=detector, backbone=backbone, profile=profile, role=role, dataset=dataset,
                    method=method, method_overrides=dict(method_overrides or {}))
+    if switches:
+        cfg.pgd['recipe_switches'] = switches
+        cfg.pgd['recipe_rules'] = [r.get('name', '') for r in rules]
 
     apply_overrides(cfg, overrides)
     return cfg

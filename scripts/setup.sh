@@ -13,6 +13,10 @@
 #   PGD_TORCH_INDEX_URL=url override the wheel index used for torch (e.g. a local mirror)
 #   MMCV_WHEEL_DIR=dir      a directory holding a prebuilt mmcv-2.1.0 wheel for this Python/torch; without it mmcv is
 #                           compiled from the sdist with its C++ ops (~10 min on 2 cores)
+#   PGD_FETCH_IMAGENET=1    also download the paper profile's ImageNet backbone files (ResNet-50 / 101 from
+#                           download.pytorch.org, MobileNetV2 from download.openmmlab.com, ~330 MB) into torch.hub's
+#                           cache ($TORCH_HOME/hub/checkpoints), so paper-profile runs start offline; without it the
+#                           first paper-profile run downloads them (nothing else, torchvision included, is needed)
 set -euo pipefail
 
 TORCH_VERSION=2.13.0
@@ -103,6 +107,24 @@ fi
 installed mmdet "$MMDET_VERSION" || "${PIP[@]}" install "mmdet==$MMDET_VERSION"
 log "installing the project (editable) with test extras"
 "${PIP[@]}" install -q -e "$ROOT[test]"
+
+if [[ "${PGD_FETCH_IMAGENET:-0}" == 1 ]]; then
+    log "fetching the paper profile's ImageNet backbones into torch.hub's cache"
+    "$PY" - <<'EOF'
+import os, torch
+from pgd.config import load_profile
+cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
+os.makedirs(cache, exist_ok=True)
+for name, bb in load_profile('paper').backbone.items():
+    url = bb.init_cfg.checkpoint
+    path = os.path.join(cache, os.path.basename(url))
+    if os.path.exists(path):
+        print(f'[setup] {name}: {path} already there')
+    else:
+        torch.hub.download_url_to_file(url, path)
+        print(f'[setup] {name}: {path}')
+EOF
+fi
 
 "$PY" - <<'EOF'
 import torch, mmcv, mmcv.ops, mmdet, mmengine, pgd

@@ -11,6 +11,15 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests draw the same examples on every run and keep no example database in the checkout: the suite that
+# decides a CI run must give the same answer twice. Generation time is wall time, which a busy machine inflates,
+# so too_slow is no signal here. `pytest --hypothesis-profile=explore` draws fresh examples for a search.
+settings.register_profile("pgd", derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", parent=settings.get_profile("pgd"), derandomize=False)
+settings.load_profile("pgd")
 
 
 @pytest.fixture(scope="session", autouse=True)

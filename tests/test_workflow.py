@@ -19,8 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(*args, results: Path, config=(), cwd=REPO, check=True):
-    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd), *args]
+def snakemake(*args, results: Path, config=(), cwd=None, check=True):
+    # Snakemake's working directory (its .snakemake/ state: locks, incomplete markers, caches) is the test's own,
+    # not the checkout's, which a real run or another suite may be using at the same time
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd or results), *args]
     # one --config (a second one would replace the first), last so that targets in args stay targets
     cmd += ["--config", f"results={results}", *config]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240,

@@ -6,7 +6,10 @@ convs and the heads match, as with R101 -> MobileNetV2 students.
 from __future__ import annotations
 
 import copy
+import random
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 import os
 
@@ -53,3 +56,15 @@ def tiny_batch(model, shapes=((3, 96, 96), (3, 80, 64)), num_items=(3, 2), train
                             num_classes=NUM_CLASSES)
     data = model.data_preprocessor(packed, training)
     return data['inputs'], data['data_samples']
+
+
+@contextmanager
+def no_global_random_draws():
+    """Fail if the block draws from torch's, numpy's or Python's global generator. A resumed training is exact
+    because mmengine replays the data pipeline, the only consumer of those generators (docs/pipeline.md): a
+    training step that drew from them would make every resumed run diverge from the uninterrupted one."""
+    before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    yield
+    assert torch.equal(torch.get_rng_state(), before[0]), "a training step drew from torch's global generator"
+    assert np.array_equal(np.random.get_state()[1], before[1]), "a training step drew from numpy's global generator"
+    assert random.getstate() == before[2], "a training step drew from Python's global generator"

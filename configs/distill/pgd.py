@@ -3,12 +3,13 @@
 # detector_overrides[<detector>], [<detector>_<backbone>], [<detector>_<dataset>] (most specific last) and finally
 # with the matrix row's method_overrides. Every PGDLoss keyword is a pgd.core.PGDSettings field (plus branches and
 # seed); beta = alpha / 2 and gamma = 1.6 alpha follow alpha unless given (paper Sec. 4.1, Table 6b).
-# Values: paper Sec. 4.1 (K = 30 for all detectors, delta = 8e-4, xi 0.8 / 0.6) and the official configs
-# (kd-methods.md 1.8: tau 0.4 for AutoAssign, MobileNetV2 students alpha 0.04, DDOD CrowdHuman alpha 1e-3).
-# alpha: the paper's rule "anchor-based 0.8, anchor-free 0.4" read as the factor-10 typo it is; GFL and AutoAssign
-# count as anchor-free (paper Sec. 3.1). NB the official AutoAssign config uses 0.08.
-# The values written here override a preset's own: with method_overrides {preset: code}, also give k: 9 (ATSS) and
-# alpha: 0.08 (AutoAssign) to match the official configs exactly (kd-methods.md 1.8).
+# Values (the mini profile's): paper Sec. 4.1 (K = 30 for all detectors, delta = 8e-4, xi 0.8 / 0.6) and the
+# official configs (tau 0.4 for AutoAssign, MobileNetV2 students alpha 0.04, DDOD CrowdHuman alpha 1e-3:
+# ChenhongyiYang/PGD work_configs/pgd_*.py:3-4). alpha: the paper's rule "anchor-based 0.8, anchor-free 0.4" read
+# as the factor-10 typo it is; GFL and AutoAssign count as anchor-free (paper Sec. 3.1). NB the official AutoAssign
+# config uses 0.08.
+# The paper profile trains the official recipe instead: its `recipe` (configs/profiles/paper.py) sets preset 'code'
+# and the official constants on top of these, before the matrix row's method_overrides (configs/paper_recipe.yaml).
 
 distill = dict(
     init_student=True,              # copy the teacher's FPN + head where shapes match (official init_student)

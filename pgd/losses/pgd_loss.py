@@ -17,6 +17,7 @@ from mmdet.registry import MODELS
 
 from pgd.core import (PGDSettings, background_mask, foreground_importance, pgd_cls_loss, pgd_reg_loss,
                       prediction_candidates, quality_score, split_levels)
+from pgd.core.code_scale import paper_weights_on_code_scale
 from pgd.core.regions import CANDIDATE_STRATEGIES, NEEDS_QUALITY
 from pgd.core.settings import BRANCHES, DETECTORS
 
@@ -32,6 +33,8 @@ class PGDLoss(BaseKDLoss):
         detector: detector family; filled in by the distiller when None (it sets the paper's alpha rule).
         branches: subset of {'neck', 'cls', 'reg'} (Table 7).
         seed: seeds the PGW position noise of the 'noise' regulariser (with the iteration), for reproducibility.
+        code_scale: dict(images_per_gpu=N, channels=C) - alpha / beta / gamma / delta are given on the official
+            code's scale and are rescaled for the paper's normalisation (pgd.core.code_scale); None: as given.
         **settings: any :class:`PGDSettings` field (fg_strategy, k, alpha, beta, gamma, delta, tau, xi_cls, xi_reg,
             spatial_reduce, topk_inside_box, mix_masks_across_batch, gfl_decode_stride_bug, ...). beta and gamma
             follow alpha (alpha/2, 1.6 alpha) unless given.
@@ -40,7 +43,8 @@ class PGDLoss(BaseKDLoss):
     supported_detectors = DETECTORS
 
     def __init__(self, preset: str = 'paper', detector: str | None = None,
-                 branches: Iterable[str] = ('cls', 'reg'), seed: int = 0, **settings: Any) -> None:
+                 branches: Iterable[str] = ('cls', 'reg'), seed: int = 0, code_scale: dict | None = None,
+                 **settings: Any) -> None:
         super().__init__()
         branches = tuple(branches)
         unknown = set(branches) - set(BRANCHES)
@@ -51,6 +55,7 @@ class PGDLoss(BaseKDLoss):
         self.seed = int(seed)
         self._preset = preset
         self._settings = dict(settings)
+        self._code_scale = dict(code_scale) if code_scale else None
         self.settings = self._make_settings(detector)
 
     def _make_settings(self, detector: str | None) -> PGDSettings:
@@ -59,8 +64,11 @@ class PGDLoss(BaseKDLoss):
             return PGDSettings.paper(None, **{k: v for k, v in self._settings.items()
                                               if k not in ('backbone', 'dataset')})
         try:
-            return PGDSettings.from_dict(dict(preset=self._preset, detector=detector, **self._settings))
-        except ValueError as err:
+            settings = PGDSettings.from_dict(dict(preset=self._preset, detector=detector, **self._settings))
+            if self._code_scale:
+                settings = paper_weights_on_code_scale(settings, **self._code_scale)
+            return settings
+        except (TypeError, ValueError) as err:
             raise ConfigError(f'PGDLoss: {err}') from err
 
     def bind_detector(self, detector: str) -> None:

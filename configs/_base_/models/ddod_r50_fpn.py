@@ -1,7 +1,8 @@
 # DDOD as mmdet 3.3's ddod_r50_fpn_1x_coco.py: the first conv of both towers is a DCN ('DCN' in mmcv's
 # registry; pgd.models.layers re-registers it with a fix for FPN maps smaller than the 3x3 kernel).
 # Assigners are mmdet's ATSSAssigner with DDOD's cost weighting (alpha 0.8 cls / 0.5 reg); the official PGD code
-# used its own DDODTopkAssigner with alpha 0.8 / 0.6.
+# used its own DDODTopkAssigner with alpha 0.8 / 0.6, which the paper profile's recipe puts here
+# (pgd/models/assigners, recipe switch ddod_assigner).
 # Architecture only: backbone init / frozen stages / BN mode are set by the profile (configs/profiles).
 custom_imports = dict(imports=['pgd.data.datasets', 'pgd.models', 'pgd.losses'], allow_failed_imports=False)
 
