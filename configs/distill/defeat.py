@@ -1,5 +1,5 @@
 # DeFeat (decoupled fg/bg feature imitation, Guo et al. CVPR 2021) on the FPN outputs; docs/baselines.md.
-# Values: the only official config (VOC Faster R-CNN, kd-methods.md 4.4): hint_neck_w 3, hint_neck_back_w 12,
+# Values: the only official config (VOC Faster R-CNN, docs/methods.md §4.4): hint_neck_w 3, hint_neck_back_w 12,
 # head part off (its one-stage path is incomplete in the public code). The FPN level rule with 56 px was designed
 # for P2-P6; level_assign='all' (box mask on every level) is offered as method_overrides. No teacher inheritance.
 

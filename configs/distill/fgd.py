@@ -1,7 +1,7 @@
 # FGD (Focal and Global Distillation, Yang et al. CVPR 2022) on the five FPN levels; docs/baselines.md.
 # pgd.config.compose_config updates every KD loss with detector_overrides[<detector>], [<detector>_<backbone>],
 # [<detector>_<dataset>] (most specific last), then with the matrix row's method_overrides.
-# Values: the official FGD configs (kd-methods.md 4.1). There are official RetinaNet, GFL and FCOS configs only:
+# Values: the official FGD configs (docs/methods.md §4.1). There are official RetinaNet, GFL and FCOS configs only:
 # ATSS and DDOD (anchor-based) take the RetinaNet/GFL values, AutoAssign (anchor-free) the FCOS values [our choice].
 # The official configs inherit the teacher's neck and head (init_student=True).
 

@@ -1,5 +1,5 @@
 # FRS (feature-richness score, Du et al. NeurIPS 2021): FPN features + class logits; docs/baselines.md.
-# Values: the official configs (kd-methods.md 4.2): GFL w_feat 0.1 / w_cls 0.05, FCOS 0.01 / 0.05, warm-up 500
+# Values: the official configs (docs/methods.md §4.2): GFL w_feat 0.1 / w_cls 0.05, FCOS 0.01 / 0.05, warm-up 500
 # iterations. ATSS and DDOD take the GFL values [our choice: like GFL they have one anchor and 80 class channels per
 # location, whereas RetinaNet's 0.005 / 0.02 were set for 9 anchors x 80 channels]; AutoAssign takes the FCOS values.
 # warmup_ref_iters: the warm-up keeps its share of mmdet's 1x schedule at batch 16 (87,960 iterations) on shorter

@@ -3,7 +3,7 @@
 The default values follow the paper's equations (Sec. 3, Eqs. 1-10, Sec. 4.1) with one correction: the paper text's
 "alpha = 0.8 and 0.4" is read as the factor-10 typo it appears to be (the official configs and the Table 6 sweep use
 0.08 / 0.04). `PGDSettings.official_code(detector)` reproduces the official implementation instead.
-docs/pgd-settings.md tables every switch against the paper, the code and the kd-methods.md item it comes from.
+docs/pgd-settings.md tables every switch against the paper, the code and the docs/methods.md section it comes from.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class PGWConfig:
     """What pgd.core.pgw needs: candidate selection and the covariance treatment.
 
     topk_inside_box: True (paper Sec. 3.2) = top-K among the locations strictly inside the box; objects with fewer
-        than K inside keep only those. False (code, kd-methods 1.3 step 2 / Q1) = top-K over all locations, the
+        than K inside keep only those. False (code, docs/methods.md §1.3 step 2 / §1.9 Q1) = top-K over all locations, the
         Gaussian is fit to all K, and candidates outside the box are zeroed afterwards.
     regulariser: 'deterministic' adds `reg_variance` * I to every covariance (the expected covariance of the
         official noise, so singular fits - one point, a line - stay defined and reproducible); 'noise' perturbs the
@@ -77,7 +77,7 @@ class PGDSettings:
     delta: float = 8e-4
     fg_strategy: str = "pgw"
     # --- paper vs official code ---
-    spatial_reduce: str = "sum"                 # Eq. 7 sum over channels | code: mean (kd-methods Q3)
+    spatial_reduce: str = "sum"                 # Eq. 7 sum over channels | code: mean (docs/methods.md §1.9 Q3)
     topk_inside_box: bool = True                # Sec. 3.2 | code: top-K over all, validity after (1.3, Q1)
     mix_masks_across_batch: bool = False        # code bug B1 (1.5): batch-summed cls masks
     gfl_decode_stride_bug: bool = False         # code bug B2: GFL decodes image i with level i's stride
@@ -128,7 +128,7 @@ class PGDSettings:
     @classmethod
     def official_code(cls, detector: str, backbone: str = "r50", dataset: str = "coco",
                       **overrides: Any) -> "PGDSettings":
-        """The official implementation (ChenhongyiYang/PGD work_configs), bugs included (kd-methods 1.8/1.9)."""
+        """The official implementation (ChenhongyiYang/PGD work_configs), bugs included (docs/methods.md §1.8/§1.9)."""
         if detector not in DETECTORS:
             raise ValueError(f"official_code: unknown detector {detector!r}; expected one of {DETECTORS}")
         alpha = {"atss": 0.08, "gfl": 0.04, "fcos": 0.04, "autoassign": 0.08, "ddod": 0.08}[detector]
