@@ -25,6 +25,7 @@ RULES = [
     (r"^make mini$", "make-dry"),
     (r"^snakemake ", "snakemake-dry"),
     (r"^pgd( [a-z]+)? --(help|version)$", "run"),
+    (r"^pgd status$", "run"),                          # reads only: every run missing in a fresh copy
     (r"^pgd data (coco|crowdhuman) ", "run"),
     (r"^pgd train ", "train-args"),
     (r"^pgd (eval|pretrain) ", "args"),

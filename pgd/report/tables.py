@@ -178,6 +178,8 @@ def tidy(table: str, ours: pd.DataFrame, paper: pd.DataFrame, order: list[tuple[
 def _gains(values: pd.Series, spec: TableSpec) -> pd.Series:
     """Displayed value minus the block's displayed baseline value (baseline rows and the teacher get none)."""
     shown = values.round(1)
+    if spec.baseline not in shown.index.get_level_values("row"):   # a table without its baseline row yet
+        return pd.Series(float("nan"), index=values.index)
     base = shown.xs(spec.baseline, level="row").rename("base")
     joined = shown.to_frame("v").join(base, on=["block", "metric"])
     gain = (joined["v"] - joined["base"]).round(1)
