@@ -65,7 +65,11 @@ def _artifacts(client, run_id: str, path: str | None = None) -> set[str]:
 @pytest.mark.parametrize("name", [TEACHER, STUDENT])
 def test_metrics_json(pipeline, name):
     rec = json.loads((pipeline / "results" / "mini" / "runs" / name / "metrics.json").read_text())
-    assert list(rec) == ["dataset", "AP", "AP50", "AP75", "APs", "APm", "APl"] and rec["dataset"] == "coco"
+    assert list(rec) == ["dataset", "AP", "AP50", "AP75", "APs", "APm", "APl", "provenance"]
+    assert rec["dataset"] == "coco"
+    # which configuration and code the numbers come from (pgd.provenance)
+    prov = json.loads((pipeline / "results" / "mini" / "runs" / name / "provenance.json").read_text())
+    assert rec["provenance"] == {k: prov[k] for k in ("digest", "commit", "dirty")}
     for key in ("AP", "AP50", "AP75"):
         assert isinstance(rec[key], float) and 0.0 <= rec[key] <= 100.0
     for key in ("APs", "APm", "APl"):  # the generator draws small, medium and large objects
@@ -93,8 +97,9 @@ def test_mlflow_run(pipeline, name, tables, model_type):
     assert all(m.value > 0 for m in history)
     rec = json.loads((pipeline / "results" / "mini" / "runs" / name / "metrics.json").read_text())
     for key, value in rec.items():
-        if key != "dataset" and value is not None:
+        if key not in ("dataset", "provenance") and value is not None:
             assert run.data.metrics[key] == pytest.approx(value)
+    assert tags["digest"] == rec["provenance"]["digest"]
     arts = _artifacts(client, run.info.run_id)
     assert {"config.py", "metrics.json"} <= arts
     assert any(a.endswith(".log") for a in arts)

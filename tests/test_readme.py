@@ -74,9 +74,15 @@ def shell(command: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
 def only_the_named_datasets_are_missing(command: str, output: str) -> bool:
     """A paper-profile dry run on this machine lacks only the dataset files under the roots it names."""
     roots = re.findall(r"\b\w+_root=(\S+)", command)
-    if not roots or "MissingInputException" not in output:
+    if not roots:
         return False
-    missing = [ln.strip() for ln in output.split("affected files:", 1)[-1].splitlines() if ln.strip().startswith("/")]
+    if "dataset not found:" in output:   # the workflow's own check (pgd.workflow_config): one message, exit 2
+        missing = re.findall(r"dataset not found: (\S+) does not exist", output)
+    elif "MissingInputException" in output:
+        missing = [ln.strip() for ln in output.split("affected files:", 1)[-1].splitlines()
+                   if ln.strip().startswith("/")]
+    else:
+        return False
     return bool(missing) and all(any(m.startswith(r.rstrip("/") + "/") for r in roots) for m in missing)
 
 

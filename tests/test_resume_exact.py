@@ -34,7 +34,7 @@ def _train_cmd(root: Path, run: str, work_dir: Path, *extra: str) -> list[str]:
     return ["--run", run, "--profile", "mini", "--work-dir", str(work_dir), "--no-mlflow", "--eval",
             "--set", f"data_root={root / 'data'}", "--set", f"train_cfg.max_iters={ITERS}",
             "--set", f"default_hooks.checkpoint.interval={INTERVAL}",
-            "--set", "default_hooks.checkpoint.max_keep_ckpts=2",   # as the teachers: less disk
+            "--set", "+default_hooks.checkpoint.max_keep_ckpts=2",   # as the teachers: less disk (+: new for students)
             "--set", "default_hooks.logger.interval=1",
             # every iteration's scalars in <session>/vis_data/scalars.json, full precision
             "--set", "visualizer.vis_backends=[{'type': 'LocalVisBackend'}]", *extra]

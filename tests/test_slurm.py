@@ -68,7 +68,7 @@ def _write_slice(tmp: Path) -> Path:
                  "crowdhuman_args": "--seed 0 --num-train 4 --num-val 2 --image-size 64"},
         # a checkpoint after every iteration: the cancel lands between two of them
         "train_args": f"--set train_cfg.max_iters={ITERS} --set default_hooks.checkpoint.interval=1 "
-                      "--set default_hooks.checkpoint.max_keep_ckpts=2",
+                      "--set +default_hooks.checkpoint.max_keep_ckpts=2",  # +: students have no such key
         "pretrain_args": "--iters 1 --eval-images 8",
         "resources": OVERRIDES,
     }
