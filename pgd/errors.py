@@ -27,3 +27,7 @@ def report_user_error(prog: str, err: BaseException) -> int:
     """Print ``<prog>: error: <message>`` on stderr; returns the exit status for a user error."""
     print(f"{prog}: error: {err}", file=sys.stderr)
     return EXIT_USER_ERROR
+
+
+class ConfigError(UserError, ValueError):
+    """A KD method / detector / option combination that cannot work, raised before training starts."""

@@ -67,7 +67,7 @@ def test_core_is_pure_torch():
     import subprocess
     import sys
 
-    code = ("import sys, pgd.core, pgd.core.regions, pgd.core.pgd_loss; "
+    code = ("import sys, pgd.core, pgd.core.regions, pgd.core.imitation; "
             "bad = [m for m in ('mmdet', 'mmcv', 'mmengine') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "pgd.core imported an mm* package"

@@ -5,7 +5,7 @@ A = all FPN levels concatenated, each row-major, finest first (the `DensePredict
 from .attention import channel_attention, spatial_attention
 from .candidates import Candidates, prediction_candidates
 from .geometry import box_iou_aligned_grid, inside_boxes
-from .pgd_loss import pgd_cls_loss, pgd_distill_loss, pgd_reg_loss
+from .imitation import pgd_cls_loss, pgd_distill_loss, pgd_reg_loss
 from .pgw import gaussian_importance, normalise_by_count, pgw_importance, split_levels, topk_candidates
 from .quality import quality_score
 from .regions import background_mask, foreground_importance

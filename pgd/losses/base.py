@@ -11,11 +11,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from pgd.errors import UserError
+from pgd.errors import ConfigError  # noqa: F401  (re-exported: the losses raise it)
 
 
-class ConfigError(UserError, ValueError):
-    """A KD method / detector / option combination that cannot work, raised before training starts."""
 
 
 class FeatureSet(dict):

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from mmdet.models.dense_heads import (AnchorFreeHead, AnchorHead, ATSSHead, AutoAssignHead, DDODHead, FCOSHead,
                                       GFLHead)
 
-from pgd.losses.base import ConfigError, DensePredictions
+from pgd.errors import ConfigError
+from pgd.losses.base import DensePredictions
 
 
 def _flatten_levels(maps: Sequence[Tensor]) -> Tensor:

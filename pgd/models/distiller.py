@@ -27,7 +27,8 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 
 from pgd.checkpoint import load_checkpoint
-from pgd.losses.base import BaseKDLoss, ConfigError, FeatureSet, KDContext, gt_from_data_samples
+from pgd.errors import ConfigError
+from pgd.losses.base import BaseKDLoss, FeatureSet, KDContext, gt_from_data_samples
 from pgd.models.adapters import build_adapter, detector_name
 from pgd.models.taps import TapRecorder, merge_taps, parse_taps
 

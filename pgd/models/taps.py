@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from pgd.losses.base import ConfigError
+from pgd.errors import ConfigError
 
 BUILT_IN = ('neck', 'head_outs')   # always in a FeatureSet: not taps
 
