@@ -50,7 +50,7 @@ def apply_runtime(cfg, args, info: dict[str, Any]) -> None:
             if previous is not None:
                 # one MLflow run per training run: the resumed losses continue the interrupted run's curves.
                 # mlflow's start_run() reopens the run named by MLFLOW_RUN_ID (and clears the variable); params
-                # stay those of the first session, since MLflow refuses to change a logged param (`resume` does)
+                # stay those of the first process, since MLflow refuses to change a logged param (`resume` does)
                 os.environ["MLFLOW_RUN_ID"] = previous.info.run_id
                 backend["tracked_config_keys"] = []
         backends.append(backend)

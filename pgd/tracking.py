@@ -3,7 +3,7 @@
 Training logs through :class:`PGDMLflowVisBackend`, mmengine's ``MLflowVisBackend`` with two changes (config from
 :func:`mlflow_vis_backend`): params (the flattened resolved config); of the logger's scalars only the meaningful ones
 (losses and ``lr``, not ``iter`` / ``time`` / ``data_time`` / ``memory`` nor ``base_lr``, which repeats ``lr``); and at
-the end ``config.py`` and the text log as one ``train.log`` artifact (every session's, in order, instead of
+the end ``config.py`` and the text log as one ``train.log`` artifact (every training process's, in order, instead of
 mmengine's ``<timestamp>/<timestamp>.log``). Each run carries a description (``mlflow.note.content``: its matrix
 row and the table cells it fills). Evaluation adds final metrics and files to the same run, found by name
 (:func:`log_eval_metrics`).
@@ -294,7 +294,7 @@ def _register_backend():
                 if (path.is_file() and path.name.endswith(tuple(suffix))
                         and (path.suffix != ".py" or path.name == "config.py")):
                     self._mlflow.log_artifact(str(path))
-            # mmengine writes <work_dir>/<timestamp>/<timestamp>.log per session; a resumed run has several
+            # mmengine writes <work_dir>/<timestamp>/<timestamp>.log per training process; a resumed run has several
             logs = sorted(work_dir.glob("*/*.log"))
             if logs and ".log" in suffix:
                 with tempfile.TemporaryDirectory() as tmp:

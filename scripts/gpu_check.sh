@@ -55,7 +55,7 @@ DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
 OUT=${OUT:-$ROOT/gpu_out}
 mkdir -p "$OUT"
-WORK=${PGD_GPU_WORK:-/tmp/pgd-gpu-check}
+WORK=${PGD_GPU_WORK:-$ROOT/results/gpu-check}
 mkdir -p "$WORK"
 START=$SECONDS
 BUDGET=${PGD_GPU_TIMEOUT:-$(( DRY ? 3000 : 690 ))}

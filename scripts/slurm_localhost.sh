@@ -6,7 +6,7 @@
 #   scripts/slurm_localhost.sh start [DIR]     # writes DIR/slurm.conf, starts the daemons; prints `export SLURM_CONF=...`
 #   scripts/slurm_localhost.sh stop [DIR]      # stops the daemons started from DIR
 #
-# DIR (default $PGD_SLURM_DIR, else /tmp/pgd-slurm) holds the configuration, the munge key, the daemons' state, pid
+# DIR (default $PGD_SLURM_DIR, else results/slurm in the checkout) holds the configuration, the munge key, the daemons' state, pid
 # files and logs; client commands (sbatch, squeue, scontrol, scancel) find the cluster through
 # SLURM_CONF=DIR/slurm.conf. Outside DIR, nothing under /etc: munged's socket at its default path (slurmd needs it
 # before it has any configuration; a munged already answering there is used as it is) and slurmd's configless link
@@ -23,7 +23,8 @@
 set -euo pipefail
 
 cmd=${1:-}
-DIR=${2:-${PGD_SLURM_DIR:-/tmp/pgd-slurm}}
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DIR=${2:-${PGD_SLURM_DIR:-$ROOT/results/slurm}}
 CTLD_PORT=${PGD_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${PGD_SLURM_SLURMD_PORT:-6818}
 FAKE_GPUS=${PGD_SLURM_FAKE_GPUS:-2}
