@@ -33,6 +33,7 @@ from typing import Any, Iterable
 
 from pgd.atomic import atomic_write_text
 from pgd.errors import UserError
+from pgd.run_layout import to_plain
 
 PROVENANCE_FILE = "provenance.json"
 DIGEST_CHARS = 16
@@ -44,17 +45,8 @@ TRAIN_ARGS_ENV = "PGD_TRAIN_ARGS"
 TEACHER_ITERS_ENV = "PGD_MINI_TEACHER_ITERS"
 
 
-def _plain(obj: Any) -> Any:
-    """ConfigDict / tuples -> dicts and lists of builtins."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def canonical_json(obj: Any) -> str:
-    return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), default=repr)
+    return json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), default=repr)
 
 
 def digest(recipe: Mapping[str, Any]) -> str:
@@ -91,7 +83,7 @@ def run_recipe(cfg: Mapping[str, Any], pretrain: Mapping[str, Any] | None = None
     """
     from pgd.config import local_pretrained_checkpoint
 
-    d = _plain(cfg.to_dict() if hasattr(cfg, "to_dict") else copy.deepcopy(dict(cfg)))
+    d = to_plain(cfg.to_dict() if hasattr(cfg, "to_dict") else copy.deepcopy(dict(cfg)))
     for key in ("work_dir", "run_info"):
         d.pop(key, None)
     for root in _data_roots(d):
@@ -108,7 +100,7 @@ def run_recipe(cfg: Mapping[str, Any], pretrain: Mapping[str, Any] | None = None
     local = local_pretrained_checkpoint(backbone)
     if local is not None:
         backbone["init_cfg"]["checkpoint"] = f"{PRETRAINED_DIR}/{Path(local).name}"
-    return {"config": d, "pretrain": _plain(pretrain) if local is not None and pretrain else None,
+    return {"config": d, "pretrain": to_plain(pretrain) if local is not None and pretrain else None,
             "teacher": teacher_digest if "teacher" in model else None}
 
 
@@ -129,7 +121,7 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``key: old -> new`` for each leaf that differs between two recipes, sorted by key."""
-    a, b = flatten(_plain(old)), flatten(_plain(new))
+    a, b = flatten(to_plain(old)), flatten(to_plain(new))
     missing = object()
     out = []
     for key in sorted(set(a) | set(b)):
@@ -166,7 +158,7 @@ def git_state(root: str | os.PathLike | None = None) -> dict[str, Any]:
 def write_provenance(run_dir: str | os.PathLike, recipe: Mapping[str, Any]) -> dict[str, Any]:
     """``<run_dir>/provenance.json``: digest, recipe, git state, time. Returns the record."""
     record = {"digest": digest(recipe), **git_state(),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "recipe": _plain(recipe)}
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "recipe": to_plain(recipe)}
     atomic_write_text(Path(run_dir) / PROVENANCE_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
 
@@ -254,7 +246,7 @@ def pretrain_recipe(profile: str) -> dict[str, Any] | None:
     from pgd.config import load_profile
 
     recipe = load_profile(profile).get("pretrain")
-    return _plain(recipe) if recipe else None
+    return to_plain(recipe) if recipe else None
 
 
 def compose_instance(inst, profile: str, overrides: Mapping[str, Any] | None = None):

@@ -69,7 +69,7 @@ def export_model(model, cfg, path: str | os.PathLike, extra_meta: Mapping[str, A
     plain = dict(model=plain_model_config(cfg))
     if cfg.get("custom_imports"):
         plain["custom_imports"] = cfg["custom_imports"]
-    model_cfg = Config(_to_plain(plain))
+    model_cfg = Config(to_plain(plain))
     meta = {
         "model_config": model_cfg.pretty_text,  # Python source: loadable under weights_only, diffable
         "run_info": {k: str(v) for k, v in (cfg.get(RUN_INFO_KEY) or {}).items()},
@@ -83,12 +83,12 @@ def export_model(model, cfg, path: str | os.PathLike, extra_meta: Mapping[str, A
     save_checkpoint({"state_dict": detector_state_dict(model), "meta": meta}, path)  # tmp file + os.replace
 
 
-def _to_plain(obj: Any) -> Any:
+def to_plain(obj: Any) -> Any:
     """ConfigDict / tuples -> plain dicts / lists of builtins (what weights_only unpickling accepts)."""
     if isinstance(obj, Mapping):
-        return {str(k): _to_plain(v) for k, v in obj.items()}
+        return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
+        return [to_plain(v) for v in obj]
     return obj
 
 
@@ -97,4 +97,4 @@ def dataset_meta(runner) -> dict[str, Any]:
         meta = runner.train_dataloader.dataset.metainfo
     except Exception:  # noqa: BLE001  (a dataset without metainfo just means no class names in meta)
         return {}
-    return {"dataset_meta": _to_plain({k: v for k, v in meta.items() if k in ("classes", "palette")})}
+    return {"dataset_meta": to_plain({k: v for k, v in meta.items() if k in ("classes", "palette")})}

@@ -20,6 +20,7 @@ import yaml
 
 from pgd.matrix import load_matrix, repo_root, run_dir, with_extras
 from pgd.provenance import Settings, expected_digests, staleness
+from pgd.workflow_config import check_config
 
 STATES = ("done", "stale", "running", "failed", "missing")
 
@@ -41,6 +42,8 @@ def workflow_config(profile: str, overrides: dict[str, Any] | None = None) -> di
         cfg.update(yaml.safe_load(path.read_text()) or {})
     cfg.update(overrides or {})
     cfg["profile"] = profile
+    # the schema Snakemake checks: a mistyped --config key is named here as there
+    check_config(cfg, repo_root() / "workflow" / "schemas" / "config.schema.yaml")
     return cfg
 
 

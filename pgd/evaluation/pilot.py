@@ -185,20 +185,14 @@ def run_pilot(model, dataloader, evaluator_cfg, ratios: Sequence[float] = RATIOS
         raw = evaluators[r].evaluate(images)
         # CocoMetric reports nothing when no image has a detection (e.g. everything dropped); pgd eval's rule
         if not raw and dataset == "coco":
-            record = empty_coco_record(_coco_ann_file(evaluator_cfg))
+            from pgd.evaluation.run_eval import coco_ann_file
+
+            record = empty_coco_record(coco_ann_file(evaluator_cfg))
         else:
             record = to_metrics_json(raw, dataset)
         record.pop("dataset")
         rows.append({"X": r, **record, "dropped_per_image": dropped[r] / images})
     return rows
-
-
-def _coco_ann_file(evaluator_cfg) -> str:
-    cfgs = evaluator_cfg if isinstance(evaluator_cfg, (list, tuple)) else [evaluator_cfg]
-    for c in cfgs:
-        if c.get("type") == "CocoMetric" and c.get("ann_file"):
-            return c["ann_file"]
-    raise PilotError("the CocoMetric in test_evaluator has no ann_file")
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

@@ -70,7 +70,7 @@ def evaluate(run_dir: Path, checkpoint: Path | None = None, out: Path | None = N
     install_safe_globals()  # model.pth needs none; a plain run's iter_*.pth given as --checkpoint does
     raw = runner.test()
     if not raw and dataset == "coco":
-        record = empty_coco_record(_coco_ann_file(cfg.test_evaluator))
+        record = empty_coco_record(coco_ann_file(cfg.test_evaluator))
     else:
         record = to_metrics_json(raw, dataset)
     prov = metrics_provenance(run_dir)
@@ -80,7 +80,8 @@ def evaluate(run_dir: Path, checkpoint: Path | None = None, out: Path | None = N
     return record, cfg
 
 
-def _coco_ann_file(evaluator_cfg) -> str:
+def coco_ann_file(evaluator_cfg) -> str:
+    """The annotation file of the CocoMetric in a test_evaluator config (a dict or a list of dicts)."""
     cfgs = evaluator_cfg if isinstance(evaluator_cfg, (list, tuple)) else [evaluator_cfg]
     for c in cfgs:
         if c.get("type") == "CocoMetric" and c.get("ann_file"):
