@@ -37,7 +37,7 @@ _student_iters = 60
 # stage 1 frozen, and far stronger teachers. 1200 lifts the weakest teachers (FCOS, AutoAssign) further for a third
 # more teacher time, over the budget.
 # $PGD_MINI_TEACHER_ITERS changes it; the workflow sets it from `--config teacher_iters=N`.
-_teacher_iters_text = '{{$PGD_MINI_TEACHER_ITERS:900}}'
+_teacher_iters_text = '{{$PGD_MINI_TEACHER_ITERS:1800}}'
 if not _teacher_iters_text.isdigit() or int(_teacher_iters_text) < 1:
     raise ValueError(f'PGD_MINI_TEACHER_ITERS (teacher_iters) must be a positive integer number of iterations, '
                      f'got {_teacher_iters_text!r}')
