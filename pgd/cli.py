@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("pgd.eval", "evaluate a run's model.pth and write metrics.json"),
     "pilot": ("pgd.evaluation.pilot", "Fig. 3: AP after masking the top-X%% quality predictions"),
     "heatmap": ("pgd.evaluation.heatmap", "Fig. 2: per-image teacher quality heatmaps"),
+    "teacher-cache": ("pgd.build_teacher_cache", "save a teacher's outputs on its students' training set"),
     "table": ("pgd.report.tables", "render a paper table (LaTeX + CSV) from run metrics"),
     "figure": ("pgd.report.figures", "render a paper figure (PNG + PDF)"),
     "report": ("pgd.report.page", "write the per-profile report page"),

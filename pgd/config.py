@@ -37,11 +37,20 @@ PROFILE_BACKBONE_KEYS = ('init_cfg', 'frozen_stages', 'norm_eval', 'norm_cfg')
 # the profile keys compose_config reads (an unknown key is a typo, not a silent no-op)
 PROFILE_KEYS = {'datasets', 'schedules', 'img_scale', 'ms_scale_range', 'train_batch_size', 'num_workers',
                 'eval_images', 'test_batch_size', 'optim_wrapper', 'auto_scale_lr', 'backbone', 'runtime', 'pretrain',
-                'train_precision', 'recipe', 'recipe_switches'}
+                'train_precision', 'recipe', 'recipe_switches', 'student_init', 'teacher_cache'}
 # train_precision: 'fp32', or 'bf16' = backbone / neck / head convolutions under bf16 autocast while training,
 # assignment and losses in fp32 (pgd.models.feature_autocast.FeatureAutocastHook)
 TRAIN_PRECISIONS = ('fp32', 'bf16')
 # recipe / recipe_switches: per-run settings of a profile (pgd/recipe.py)
+# student_init: how every distilled student of the profile starts. 'method' (or absent): as its method's config says
+# (the official initialisation: PGD and FGD copy the teacher's neck and head in, the others do not); 'teacher':
+# every KD method starts from the teacher's neck and head, so that a table compares losses, not initialisations;
+# 'random': none does. A matrix row's method_overrides (init_student) still wins. A control method (a config
+# with `control = True`, e.g. `inherit`) keeps its own.
+STUDENT_INITS = {'method': None, 'teacher': True, 'random': False}
+# teacher_cache: True = a distilled student reads its teacher's outputs from <teacher run dir>/teacher_cache.pt
+# (`pgd teacher-cache`, pgd.models.teacher_cache) instead of running the teacher in every step; for profiles whose
+# students train at one fixed input size.
 
 
 class ConfigCompositionError(UserError, ValueError):
@@ -108,7 +117,17 @@ def load_profile(profile: str) -> Config:
     test_batch = prof.get('test_batch_size')
     if test_batch is not None and (isinstance(test_batch, bool) or not isinstance(test_batch, int) or test_batch < 1):
         raise ConfigCompositionError(f'profile test_batch_size must be a positive int, got {test_batch!r}')
+    check_student_init(profile, prof.get('student_init'))
     return prof
+
+
+def check_student_init(profile: str, value: Any) -> str:
+    """A profile's student_init (absent: 'method'), or a ConfigCompositionError naming the choices."""
+    value = 'method' if value is None else value
+    if value not in STUDENT_INITS:
+        raise ConfigCompositionError(f'profile {profile!r}: student_init {value!r} is not one of '
+                                     f'{", ".join(STUDENT_INITS)}{did_you_mean(str(value), STUDENT_INITS)}')
+    return value
 
 
 def _merge(cfg: Config, other: Mapping) -> None:
@@ -306,15 +325,24 @@ def check_method_overrides(method: str, overrides: Mapping | None) -> None:
 
 
 def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: str, method: str,
-                   method_overrides: Mapping | None, teacher, recipe_kd: Mapping | None = None) -> dict:
+                   method_overrides: Mapping | None, teacher, recipe_kd: Mapping | None = None,
+                   student_init: str = 'method') -> dict:
     _choose('method', method, available_methods())
     dcfg = _load(config_root() / 'distill' / f'{method}.py', 'distill')
     if 'distill' not in dcfg:
         raise ConfigCompositionError(f'configs/distill/{method}.py must define `distill = dict(kd_losses=[...])`')
     distill = copy.deepcopy(dcfg.distill.to_dict())
     kd_losses = distill.get('kd_losses')
-    if not kd_losses:
-        raise ConfigCompositionError(f'configs/distill/{method}.py: distill.kd_losses is empty')
+    control = bool(dcfg.get('control', False))
+    if control and (kd_losses or distill.get('init_student') is not True):
+        raise ConfigCompositionError(f'configs/distill/{method}.py: a control (control = True) is the student '
+                                     'with the teacher\'s neck and head copied in and no KD loss: set '
+                                     'init_student=True and kd_losses=[]')
+    if not kd_losses and not control:
+        raise ConfigCompositionError(f'configs/distill/{method}.py: distill.kd_losses is empty (a student without '
+                                     'KD losses is the plain student, or a control: set `control = True`)')
+    if not control and STUDENT_INITS[student_init] is not None:
+        distill['init_student'] = STUDENT_INITS[student_init]
     # per-detector hyper-parameters (e.g. PGD's alpha/K/tau), most specific last
     per = dcfg.get('detector_overrides') or {}
     loss_updates: dict = {}
@@ -345,6 +373,22 @@ def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: s
         model['teacher'] = teacher
     model.update(distill)
     return model
+
+
+def _use_teacher_cache(cfg: Config, detector: str) -> None:
+    """Point a distilled run that runs its teacher at the teacher's cache, with the input signature it needs."""
+    from pgd.teacher_inputs import CACHE_FILE, input_signature
+
+    model = cfg.model
+    guided = model.get('teacher_guided_assign', False)
+    if not model.get('kd_losses') and not (guided is True or (guided == 'auto' and detector == 'ddod')):
+        return   # a control: the teacher never runs
+    teacher = model.get('teacher')
+    if not teacher or 'checkpoint' not in teacher:
+        return   # a teacher built from a model config (tests): nothing to cache
+    model['teacher_cache'] = dict(
+        file=str(Path(teacher['checkpoint']).parent / CACHE_FILE),
+        input_signature=input_signature(cfg.train_dataloader.dataset.pipeline, model.student.data_preprocessor))
 
 
 def compose_config(detector: str, backbone: str, profile: str, role: str, dataset: str = 'coco',
@@ -406,7 +450,9 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
 
     if method is not None:
         cfg.model = _distill_model(model, detector, backbone, dataset, method, method_overrides, teacher,
-                                   recipe_kd)
+                                   recipe_kd, check_student_init(profile, prof.get('student_init')))
+        if prof.get('teacher_cache'):
+            _use_teacher_cache(cfg, detector)
     else:
         if method_overrides:
             raise ConfigCompositionError('method_overrides given without a method')

@@ -21,6 +21,9 @@ from pgd.vocab import BACKBONES, BRANCHES, DATASETS, DETECTORS, FG_STRATEGIES, R
 # Paper table id -> (output file stem, Snakemake rule building it). Order = the paper's order.
 TABLES: dict[str, tuple[str, str]] = {
     "t1": ("table1", "table1"),
+    # not in the paper: Table 1's ATSS and FCOS blocks with every KD method started both ways (the teacher's neck
+    # and head copied in, or not), the measurement behind a profile's student_init (docs/protocol.md)
+    "t1i": ("table1_init", "table1_init"),
     "t2": ("table2", "table2"),
     "t3": ("table3", "table3"),
     "t4": ("table4", "table4"),
@@ -37,13 +40,14 @@ EXTRA_TABLE = "extras"
 EXTRA_DETECTORS = ("atss",)
 ALL_TABLES: dict[str, tuple[str, str]] = {**TABLES, EXTRA_TABLE: (EXTRA_TABLE, EXTRA_TABLE)}
 # Tables whose rows are grouped by detector (the `block` of a cell is required there).
-BLOCKED_TABLES = frozenset({"t1", "t2", "t4", "t6k", "t6a", EXTRA_TABLE})
+BLOCKED_TABLES = frozenset({"t1", "t1i", "t2", "t4", "t6k", "t6a", EXTRA_TABLE})
 CROWD_TABLES = frozenset({"t3"})
 
 # the vocabulary (detectors, backbones, methods, strategies, branches) is derived once, in pgd.vocab
 METHODS = methods()
 
-RUN_KEYS = {"id", "detector", "backbone", "role", "dataset", "method", "teacher", "method_overrides", "cells", "note"}
+RUN_KEYS = {"id", "detector", "backbone", "role", "dataset", "method", "teacher", "method_overrides", "cells", "note",
+            "seeds"}
 REQUIRED_KEYS = ("id", "detector", "backbone", "role", "cells")
 CELL_KEYS = {"table", "block", "row"}
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
@@ -83,6 +87,7 @@ class Run:
     teacher: str | None = None
     method_overrides: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     note: str = ""
+    seeds: tuple[int, ...] = ()          # the row's own seeds, trained on top of the profile's (`seeds:` key)
 
     @property
     def tables(self) -> list[str]:
@@ -99,7 +104,7 @@ class Run:
         return {
             "id": self.id, "detector": self.detector, "backbone": self.backbone, "role": self.role,
             "dataset": self.dataset, "method": self.method, "teacher": self.teacher,
-            "method_overrides": dict(self.method_overrides), "tables": self.tables,
+            "method_overrides": dict(self.method_overrides), "tables": self.tables, "seeds": list(self.seeds),
             "cells": [{k: v for k, v in vars(c).items() if v is not None} for c in self.cells],
         }
 
@@ -177,11 +182,11 @@ class Matrix:
         return [r for r in self if r.id in need]
 
     def instances(self, seeds: Iterable[int], runs: Iterable[Run] | None = None) -> list[RunInstance]:
-        """Expand runs over seeds; teachers are trained at seed 0 only."""
+        """Expand runs over the profile's seeds plus each row's own (`seeds:`); teachers train at seed 0 only."""
         seeds = check_seeds(seeds)
         out = []
         for r in self if runs is None else runs:
-            for s in seeds:
+            for s in dict.fromkeys([*seeds, *r.seeds]):
                 if r.role == "teacher" and s != 0:
                     continue
                 out.append(RunInstance(r, s))
@@ -339,8 +344,18 @@ def _parse_run(row: Any, where: str) -> Run:
     note = row.get("note", "")
     if not isinstance(note, str):
         raise MatrixError(f"{where}: note must be a string")
+    seeds = row.get("seeds", [])
+    if not isinstance(seeds, list):
+        raise MatrixError(f"{where}: seeds must be a list of seeds, e.g. [0, 1, 2]")
+    if seeds:
+        try:
+            seeds = check_seeds(seeds)
+        except MatrixError as err:
+            raise MatrixError(f"{where}: {err}") from None
+        if role == "teacher" and seeds != [0]:
+            raise MatrixError(f"{where}: a teacher trains once, at seed 0; drop seeds {seeds}")
     return Run(id=run_id, detector=detector, backbone=backbone, role=role, cells=parsed, dataset=dataset,
-               method=method, teacher=teacher, method_overrides=dict(overrides), note=note)
+               method=method, teacher=teacher, method_overrides=dict(overrides), note=note, seeds=tuple(seeds))
 
 
 def method_detectors(method: str) -> tuple[str, ...] | None:

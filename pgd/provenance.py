@@ -95,6 +95,8 @@ def run_recipe(cfg: Mapping[str, Any], pretrain: Mapping[str, Any] | None = None
     model = d.get("model") or {}
     if "teacher" in model:
         model["teacher"] = {"digest": teacher_digest}
+    if isinstance(model.get("teacher_cache"), dict):
+        model["teacher_cache"]["file"] = "<teacher>/" + Path(model["teacher_cache"]["file"]).name
     detector = model.get("student") or model
     backbone = detector.get("backbone") or {}
     local = local_pretrained_checkpoint(backbone)

@@ -184,10 +184,10 @@ def test_mini_profile_values():
         assert cfg.default_hooks.checkpoint.by_epoch is False
         assert cfg.log_processor.by_epoch is False
     assert t.train_dataloader.dataset.pipeline[2].type == 'RandomResize'
-    # students freeze the stem + stage 1 as the paper does; the R101 teachers stages 1-3 as well, which makes a step
-    # a third cheaper and buys 900 teacher iterations for the time of 600 (mini.py)
-    assert s.model.backbone.frozen_stages == 1 and t.model.backbone.frozen_stages == 3
-    assert t.train_cfg.max_iters == 900 and t.param_scheduler[1].milestones == [600, 825]
+    # both ResNets freeze the stem + stages 1-3 (mini.py); the paper's 3:1 teacher:student schedule ratio
+    assert s.model.backbone.frozen_stages == 3 and t.model.backbone.frozen_stages == 3
+    assert t.train_cfg.max_iters == 1800 and t.param_scheduler[1].milestones == [1200, 1650]
+    assert s.train_cfg.max_iters == 600 and s.param_scheduler[1].milestones == [400, 550]
     from mmdet.registry import MODELS
     teacher_backbone = MODELS.build(t.model.backbone)
     trainable = {name.split('.')[0] for name, w in teacher_backbone.named_parameters() if w.requires_grad}
@@ -300,12 +300,12 @@ def test_profile_typos_are_rejected(tmp_path, monkeypatch):
 def test_mini_teacher_iters_from_environment(monkeypatch):
     """$PGD_MINI_TEACHER_ITERS (the workflow's teacher_iters) sets the teachers' length; the schedule keeps its
     shape (x0.1 at 8/12 and 11/12, a checkpoint every quarter) and students keep theirs. Bad values are named."""
-    assert compose_config('atss', 'r101', 'mini', 'teacher').train_cfg.max_iters == 900
+    assert compose_config('atss', 'r101', 'mini', 'teacher').train_cfg.max_iters == 1800
     monkeypatch.setenv('PGD_MINI_TEACHER_ITERS', '1200')
     t = compose_config('atss', 'r101', 'mini', 'teacher')
     assert t.train_cfg.max_iters == 1200 and t.param_scheduler[1].milestones == [800, 1100]
     assert t.param_scheduler[1].end == 1200 and t.default_hooks.checkpoint.interval == 300
-    assert compose_config('atss', 'r50', 'mini', 'student').train_cfg.max_iters == 60
+    assert compose_config('atss', 'r50', 'mini', 'student').train_cfg.max_iters == 600
     for bad in ('12OO', '-5', '0'):
         monkeypatch.setenv('PGD_MINI_TEACHER_ITERS', bad)
         with pytest.raises(ConfigCompositionError, match='PGD_MINI_TEACHER_ITERS .* positive integer'):
@@ -332,3 +332,26 @@ def test_mini_profile_freezes_ddod_offsets_only():
         assert len(offsets) == 4  # weight + bias of the cls and reg towers' first conv
         assert all(lr == (base if offset_lr is None else offset_lr) for lr in offsets.values())
         assert all(lr == base for n, lr in lrs.items() if 'conv_offset' not in n and 'backbone' in n)
+
+
+def test_student_init_protocol_of_the_profiles():
+    """mini: every KD method starts from the teacher's neck and head (student_init='teacher'); a row's
+    method_overrides still win; the control keeps its inheriting; the paper profile keeps each method's own."""
+    mini = {m: compose_config('atss', 'r50', 'mini', 'student', method=m, teacher='/t').model.init_student
+            for m in ('defeat', 'frs', 'fgfi', 'fkd', 'fgd', 'pgd', 'inherit')}
+    assert all(mini.values())
+    assert compose_config('atss', 'r50', 'mini', 'student', method='fkd', teacher='/t',
+                          method_overrides={'init_student': False}).model.init_student is False
+    paper = {m: compose_config('atss', 'r50', 'paper', 'student', method=m, teacher='/t').model.init_student
+             for m in ('defeat', 'fkd', 'fgd', 'pgd', 'inherit')}
+    assert paper == dict(defeat=False, fkd=False, fgd=True, pgd=True, inherit=True)
+    control = compose_config('ddod', 'r50', 'mini', 'student', method='inherit', teacher='/t').model
+    assert control.kd_losses == [] and control.teacher_guided_assign is False
+
+
+def test_student_init_and_control_errors():
+    from pgd.config import check_student_init
+
+    with pytest.raises(ConfigCompositionError, match="student_init 'teachr' is not one of.*did you mean 'teacher'"):
+        check_student_init('mini', 'teachr')
+    assert check_student_init('mini', None) == 'method'

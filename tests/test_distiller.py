@@ -399,3 +399,33 @@ def test_taps_record_exactly_what_the_losses_read():
         out = moved.student.backbone(inputs)
     taken = recorder.take(5)['c5']
     assert len(taken) == len(out) and all(a is b for a, b in zip(taken, out))
+
+
+def test_inherit_only_control_starts_from_the_teacher_and_has_no_kd_term():
+    """The control row (configs/distill/inherit.py): before step 1 the student's neck and head are the teacher's
+    tensors; its loss is the plain student's own, term for term, and the teacher never runs."""
+    from mmengine.config import Config
+
+    from pgd.vocab import config_root
+
+    distill = Config.fromfile(str(config_root() / 'distill' / 'inherit.py')).distill.to_dict()
+    assert distill == dict(init_student=True, teacher_guided_assign=False, kd_losses=[])
+    for detector in ('atss', 'ddod'):
+        model = build(detector, kd=False, init_student=True, teacher_guided_assign=False)
+        t_state, s_state = model.teacher.state_dict(), model.student.state_dict()
+        same = [k for k in s_state if k.startswith(('neck.', 'bbox_head.')) and k in t_state
+                and s_state[k].shape == t_state[k].shape]
+        assert same and all(torch.equal(s_state[k], t_state[k]) for k in same)
+        assert not model.needs_teacher_pass
+        calls = []
+        model.teacher.extract_feat = lambda *a, **k: calls.append(1)   # would fail the step if called
+        inputs, samples = tiny_batch(model, shapes=SHAPES)
+        torch.manual_seed(1)
+        losses = model.loss(inputs, samples)
+        torch.manual_seed(1)
+        own = model.student.loss(inputs, samples)
+        assert calls == [] and set(losses) == set(own) and not any('kd' in k or 'pgd' in k for k in losses)
+        for key in own:
+            got, want = losses[key], own[key]
+            for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+                assert torch.equal(g, w), key

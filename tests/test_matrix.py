@@ -32,11 +32,55 @@ def test_counts(m):
     assert len(m.teachers) == 6
     assert sum(r.dataset == "crowdhuman" for r in m.teachers) == 1
     assert {r.backbone for r in m.teachers} == {"r101"}
-    assert len(m.students) == 79
+    # 79 of the paper's tables, 5 "Inherit only" controls, 11 no-inherit runs of the initialisation study (t1i)
+    assert len(m.students) == 95
+    # Table 1's ATSS block at three seeds: 8 rows x 2 more seeds
+    assert len(m.instances([0])) == 6 + 95 + 16
+
+
+def test_atss_block_has_three_seeds_and_others_one(m):
+    atss = rows(m, "t1", "ATSS")
+    for row, rid in atss.items():
+        seeds = [i.seed for i in m.instances([0], [m[rid]])]
+        assert seeds == ([0] if row == "Teacher" else [0, 1, 2]), row
+    assert [i.seed for i in m.instances([0], [m["fcos_r50_pgd"]])] == [0]
+    # the profile's seeds and the row's are united, the profile's first
+    assert [i.name for i in m.instances([0, 5], [m["atss_r50_pgd"]])] == [
+        "atss_r50_pgd", "atss_r50_pgd_s5", "atss_r50_pgd_s1", "atss_r50_pgd_s2"]
+
+
+def test_every_table1_block_has_an_inherit_only_control(m):
+    for block in ("FCOS", "AutoAssign", "ATSS", "GFL", "DDOD"):
+        control = m[rows(m, "t1", block)["Inherit only"]]
+        assert control.method == "inherit" and control.teacher == rows(m, "t1", block)["Teacher"]
+
+
+def test_init_study_pairs_each_method_with_its_no_inherit_run(m):
+    for block in ("ATSS", "FCOS"):
+        study = rows(m, "t1i", block)
+        t1 = rows(m, "t1", block)
+        methods = [r for r in t1 if r not in ("Teacher", "Student", "Inherit only")]
+        assert set(study) == {"Student", "Inherit only", *methods, *(f"{r}, no inherit" for r in methods)}
+        for r in methods:
+            assert study[r] == t1[r]                      # the Table 1 run itself, not a copy
+            other = m[study[f"{r}, no inherit"]]
+            assert other.method == m[t1[r]].method and other.method_overrides["init_student"] is False
+
+
+def test_row_seeds_are_checked():
+    base = {"id": "a", "detector": "atss", "backbone": "r50", "role": "student",
+            "cells": [{"table": "t1", "block": "ATSS", "row": "Student"}]}
+    with pytest.raises(MatrixError, match="lacks 0"):
+        parse_matrix({"runs": [{**base, "seeds": [1, 2]}]})
+    with pytest.raises(MatrixError, match="must be a list"):
+        parse_matrix({"runs": [{**base, "seeds": 3}]})
+    teacher = {**base, "id": "t", "role": "teacher", "backbone": "r101", "seeds": [0, 1]}
+    with pytest.raises(MatrixError, match="a teacher trains once"):
+        parse_matrix({"runs": [teacher]})
 
 
 def test_table1_blocks(m):
-    base = {"Teacher", "Student", "DeFeat", "FRS", "FKD", "FGD", "Ours"}
+    base = {"Teacher", "Student", "Inherit only", "DeFeat", "FRS", "FKD", "FGD", "Ours"}
     assert set(rows(m, "t1", "FCOS")) == base
     assert set(rows(m, "t1", "AutoAssign")) == base
     assert set(rows(m, "t1", "ATSS")) == base | {"FGFI"}
@@ -49,10 +93,10 @@ def test_table1_blocks(m):
 
 def test_shared_runs_trained_once(m):
     pgd = m["atss_r50_pgd"]
-    assert pgd.tables == ["t1", "t5", "t6k", "t7"]
+    assert pgd.tables == ["t1", "t1i", "t5", "t6k", "t7"]
     assert Cell("t6k", "30", "ATSS") in pgd.cells
     student = m["atss_r50_student"]
-    assert student.tables == ["t1", "t4", "t5", "t7"]
+    assert student.tables == ["t1", "t1i", "t4", "t5", "t7"]
     assert m["atss_r101_teacher"].tables == ["t1", "t2", "t5"]
 
 
@@ -90,12 +134,12 @@ def test_required_runs_and_seeds(m):
     # t4's teachers are students
     assert "fcos_r50_student" in {r.id for r in m.required_runs("t4")}
     inst = m.instances([0, 1, 2])
-    assert len(inst) == 6 + 3 * 79
+    assert len(inst) == 6 + 3 * 95   # the rows' own seeds [0, 1, 2] are within the profile's
     assert Counter(i.run.role for i in inst)["teacher"] == 6
     s2 = m.by_name("atss_r50_pgd_s2")
     assert (s2.run.id, s2.seed) == ("atss_r50_pgd", 2)
     assert m.teacher_of(s2).name == "atss_r101_teacher"
-    assert len(m.cell_instances("t6k", [0, 1])) == 14
+    assert len(m.cell_instances("t6k", [0, 1])) == 15     # K = 30 is atss_r50_pgd, at its own seeds 0-2
 
 
 def test_run_dir():
@@ -106,7 +150,7 @@ def test_run_dir():
 
 def test_as_dict_has_tables(m):
     d = m["fcos_r50_pgd"].as_dict()
-    assert d["tables"] == ["t1"] and d["teacher"] == "fcos_r101_teacher" and d["method"] == "pgd"
+    assert d["tables"] == ["t1", "t1i"] and d["teacher"] == "fcos_r101_teacher" and d["method"] == "pgd"
 
 
 @pytest.mark.parametrize("seeds,msg", [([], "empty"), ([1, 2], "lacks 0"), ([0, 0], "duplicates"),

@@ -70,7 +70,7 @@ def test_train_composes_the_digest_the_workflow_expects(tmp_path, m, expected):
     runs = tmp_path / "results" / "mini" / "runs"
     for name, exp in expected.items():
         inst = m.by_name(name)
-        argv = ["--run", inst.run.id, "--profile", "mini", "--work-dir", str(runs / name),
+        argv = ["--run", inst.run.id, "--profile", "mini", "--work-dir", str(runs / name), "--seed", str(inst.seed),
                 "--set", f"data_root={tmp_path}/data/", "--set", f"pretrained_dir={tmp_path}/pretrained"]
         teacher = m.teacher_of(inst)
         if teacher:
@@ -192,4 +192,4 @@ def test_status_names_the_changed_key_and_each_state(tmp_path, m, capsys):
     # the teacher's settings come from --config as for snakemake: a longer teacher makes it and its students stale
     lines, _ = _status(capsys, tmp_path, matrix_path, "--config", "teacher_iters=1200")
     assert lines["atss_r101_teacher"].startswith("stale")
-    assert "config.param_scheduler[1].end: 900 -> 1200" in lines["atss_r101_teacher"]
+    assert "config.param_scheduler[1].end: 1800 -> 1200" in lines["atss_r101_teacher"]

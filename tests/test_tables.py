@@ -21,6 +21,15 @@ def m():
     return load_matrix()
 
 
+def without_row_seeds(matrix):
+    """The matrix with every row at the profile's seeds only (tests that choose the seeds themselves)."""
+    from dataclasses import replace
+
+    from pgd.matrix import Matrix
+
+    return Matrix([replace(r, seeds=()) for r in matrix], matrix.path)
+
+
 @pytest.fixture(scope="module")
 def paper():
     return T.load_paper_numbers()
@@ -64,14 +73,14 @@ def test_table3_crowdhuman_layout_and_mr_sign(tmp_path, m):
     text = tex.read_text()
     ours = text.split(r"\end{table}")[0]
     assert r"\toprule" in ours and r"\midrule" in ours and r"\bottomrule" in ours
-    assert r"Setting & MR $\downarrow$ & AP & JI $\uparrow$ \\" in ours
-    assert r"Student & 46.0 & 88.0 & 79.0 \\" in ours
-    # MR falls by 1.7 -> printed with its sign, as the paper does
-    assert r"FKD & 44.3 (-1.7) & 89.1 (+1.1) & 80.0 (+1.0) \\" in ours
-    assert r"Ours & 42.8 (-3.2) & 90.0 (+2.0) & 80.7 (+1.7) \\" in ours
+    assert r"Setting & MR $\downarrow$ & AP & JI $\uparrow$ & n \\" in ours     # n: seeds per row
+    assert r"Student & 46.0 & 88.0 & 79.0 & 1 \\" in ours
+    # MR falls by 1.7 -> printed with its sign, as the paper does (single runs: no significance mark)
+    assert r"FKD & 44.3 (-1.7) & 89.1 (+1.1) & 80.0 (+1.0) & 1 \\" in ours
+    assert r"Ours & 42.8 (-3.2) & 90.0 (+2.0) & 80.7 (+1.7) & 1 \\" in ours
     assert r"\label{tab:table3}" in ours and r"\label{tab:table3-paper}" in text
     # rows in the paper's order
-    order = [ln.split(" & ")[0] for ln in ours.splitlines() if ln.count(" & ") == 3][1:]
+    order = [ln.split(" & ")[0] for ln in ours.splitlines() if ln.count(" & ") == 4][1:]
     assert order == ["Teacher", "Student", "FKD", "DeFeat", "FRS", "FGFI", "FGD", "Ours"]
     df = pd.read_csv(csv)
     assert len(df) == 8 * 3
@@ -106,6 +115,7 @@ def test_rounding_and_gain_from_displayed_values(tmp_path, m):
 
 
 def test_seeds_mean_pm_std(tmp_path, m):
+    m = without_row_seeds(m)
     # two seeds of every t6k run: AP 40 and 41 -> 40.5 +- 0.7 (sample std 0.7071)
     for r in m.runs_for_table("t6k"):
         put(tmp_path, r.id, **coco(40.0))
@@ -115,18 +125,19 @@ def test_seeds_mean_pm_std(tmp_path, m):
     assert df.loc[df.row == "30", "std"].iloc[0] == pytest.approx(0.70710678)
     tex = T.render("t6k", df, "table6_k", "mini")
     assert "K & 1 & 5 & 9 & 15 & 30 & 45 & 60 \\\\" in tex
-    assert "ATSS & " + " & ".join([r"40.5$\pm$0.7"] * 7) + r" \\" in tex
+    assert "ATSS & " + " & ".join([r"40.5$\pm$0.7 (n=2)"] * 7) + r" \\" in tex
     assert "ATSS & 43.2 & 43.5 & 43.6 & 43.9 & 44.2 & 44.0 & 43.9 \\\\" in tex     # the paper's companion
-    assert "40.5±0.7" in T.to_markdown("t6k", df, "ours")
+    assert "40.5±0.7 (n=2)" in T.to_markdown("t6k", df, "ours")
 
 
 def test_table7_branch_marks(tmp_path, m):
     for i, r in enumerate(m.runs_for_table("t7")):
-        put(tmp_path, r.id, **coco(40.0 + i))
+        for inst in m.instances([0], [r]):
+            put(tmp_path, inst.name, **coco(40.0 + i))
     df = T.build("t7", "mini", [0], tmp_path, m)
     tex = T.render("t7", df, "table7", "mini")
     assert r"neck & cls & reg & AP &" in tex
-    lines = [ln for ln in tex.split(r"\end{table}")[0].splitlines() if ln.count("&") == 8]
+    lines = [ln for ln in tex.split(r"\end{table}")[0].splitlines() if ln.count("&") == 9]   # + the n column
     marks = [tuple(c.strip() == T.CHECK for c in ln.split("&")[:3]) for ln in lines[1:]]
     assert marks == [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 1)]
 
@@ -143,7 +154,9 @@ def test_missing_metrics_is_a_clear_error(tmp_path, m):
 
 def test_paper_numbers_cover_the_matrix(m, paper):
     keys = set(zip(paper.table, paper.block, paper.row))
-    cells = {(c.table, c.block or "", c.row) for r in m for c in r.cells}
+    # the paper has no Inherit-only control rows and no initialisation study (t1i)
+    cells = {(c.table, c.block or "", c.row) for r in m for c in r.cells
+             if c.table != "t1i" and c.row != "Inherit only"}
     assert keys == cells
     assert len(paper) == 441
     v = paper.set_index(["table", "block", "row", "metric"])["value"]
@@ -203,12 +216,14 @@ def test_every_printed_gain_note_matches_the_paper_numbers(paper):
 
 def _fill_matrix(results, m):
     """Every run of the matrix with the widest cells the tables print: 100.0 (+88.9) on a 11.1 baseline."""
-    for r in m:
+    for inst in m.instances([0]):
+        r = inst.run
         low = r.role == "student" and not r.method
         if r.dataset == "crowdhuman":
-            put(results, r.id, dataset="crowdhuman", MR=11.1 if low else 100.0, AP=11.1 if low else 100.0, JI=50.0)
+            put(results, inst.name, dataset="crowdhuman", MR=11.1 if low else 100.0, AP=11.1 if low else 100.0,
+                JI=50.0)
         else:
-            put(results, r.id, **coco(*([11.1 if low else 100.0] * 6)))
+            put(results, inst.name, **coco(*([11.1 if low else 100.0] * 6)))
 
 
 def test_preamble_lists_what_the_tables_use(tmp_path, m):
@@ -242,7 +257,7 @@ LATEX_MISSING = _latex_missing()
 @pytest.mark.skipif(LATEX_MISSING is not None, reason=f"{LATEX_MISSING}: apt-get install texlive-latex-base "
                                                          "texlive-latex-recommended")
 def test_every_table_compiles_and_fits_a_portrait_page(tmp_path, m):
-    """All eight tables, every cell at its widest, compile in a plain article with preamble.tex alone and raise no
+    """All nine tables (the paper's eight and the initialisation study), every cell at its widest, compile in a plain article with preamble.tex alone and raise no
     overfull box (Table 1 is scaled to the text width, narrow tables keep their size)."""
     from pgd.report import latex
 
@@ -251,7 +266,7 @@ def test_every_table_compiles_and_fits_a_portrait_page(tmp_path, m):
         T.write_table(t, "mini", [0], tmp_path, matrix=m)
     tables = tmp_path / "mini" / "tables"
     pngs = latex.render_pngs(tables, tmp_path / "png" if shutil.which("pdftoppm") else None)
-    assert len(pngs) in (0, 8)
+    assert len(pngs) in (0, len(TABLES))
     # the check bites: a tabular wider than the page without the \resizebox is reported
     wide = tables / "table1.tex"
     wide.write_text(wide.read_text().replace("\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n", "")
@@ -299,8 +314,8 @@ def test_report_page_with_a_partial_matrix(tmp_path, m):
     from pgd.report import page as P
 
     part = Matrix([m["atss_r101_teacher"], m["atss_r50_student"]])
-    for t in TABLES:   # the paper's eight (SPECS also holds the extras table)
+    for t in TABLES:   # the paper's eight and the initialisation study (SPECS also holds the extras table)
         T.write_table(t, "mini", [0], tmp_path, matrix=part, allow_missing=True)
     page = P.build_page("mini", [0], tmp_path, part)
-    assert page.count("```latex") == 8
+    assert page.count("```latex") == 9
     assert page.count("*No run of the matrix feeds this table.*") == 3        # t3, t6k, t6a

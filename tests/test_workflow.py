@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgd.matrix import load_matrix
+from pgd.matrix import TABLES, load_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -63,27 +63,37 @@ def paper_roots(tmp_path_factory):
     return [f"coco_root={root / 'coco'}", f"crowdhuman_root={root / 'crowd'}", "profile=paper"]
 
 
-def expected_all(m, seeds):
+def cached_teachers(m, runs):
+    """Teacher runs whose outputs a mini student reads from a cache: those of the distilled runs, controls aside."""
+    return {r.teacher for r in runs if r.method and r.method != "inherit"}
+
+
+def expected_all(m, seeds, cache=False):
     n_teachers = len(m.teachers)
-    n_students = len(m.students) * len(seeds)
+    n_students = sum(i.run.role == "student" for i in m.instances(seeds))
     coco_teachers = sum(r.dataset == "coco" for r in m.teachers)
-    return dict(train_teacher=n_teachers, train_student=n_students,
-                pilot_run=coco_teachers, heatmap=coco_teachers, figure=4, table=8, report_page=1, all=1)
+    exp = dict(train_teacher=n_teachers, train_student=n_students,
+               pilot_run=coco_teachers, heatmap=coco_teachers, figure=4, table=len(TABLES), report_page=1, all=1)
+    if cache:
+        exp["teacher_cache"] = len(cached_teachers(m, m))
+    return exp
 
 
 def test_mini_all(tmp_path, m):
     counts = dry(results=tmp_path)
-    exp = expected_all(m, [0])
+    exp = expected_all(m, [0], cache=True)
     # mini pretrains r50 and mbv2, and r101 through its own higher-priority copy of the rule
     exp.update(data_coco=1, data_crowdhuman=1, pretrain_backbone=2, pretrain_backbone_r101=1)
     assert counts == Counter(exp)
-    assert (counts["train_teacher"], counts["train_student"]) == (6, 79)
+    # 95 student rows, Table 1's ATSS block (8 rows) at two more seeds; caches of the 6 teachers and of the two
+    # plain students that teach Table 4
+    assert (counts["train_teacher"], counts["train_student"], counts["teacher_cache"]) == (6, 95 + 16, 8)
 
 
 def test_paper_all(tmp_path, m, paper_roots):
     counts = dry(results=tmp_path, config=paper_roots)
     assert counts == Counter(expected_all(m, [0, 1, 2]))       # real data: no data jobs; students x 3 seeds
-    assert counts["train_student"] == 237
+    assert counts["train_student"] == 3 * 95 and "teacher_cache" not in counts
 
 
 @pytest.mark.parametrize("target,table", [("table5", "t5"), ("table3", "t3"), ("table6_alpha", "t6a"),
@@ -94,7 +104,8 @@ def test_named_table_rule_builds_only_what_it_needs(tmp_path, m, target, table):
     cells = m.runs_for_table(table)
     datasets = {r.dataset for r in need}
     exp = Counter(train_teacher=sum(r.role == "teacher" for r in need),
-                  train_student=sum(r.role == "student" for r in need),
+                  train_student=sum(i.run.role == "student" for i in m.instances([0], need)),
+                  teacher_cache=len(cached_teachers(m, need)),
                   table=1, **{target: 1})
     exp.update({"data_coco" if d == "coco" else "data_crowdhuman": 1 for d in datasets})
     backbones = {r.backbone for r in need}                      # one pretraining per backbone used
@@ -104,15 +115,17 @@ def test_named_table_rule_builds_only_what_it_needs(tmp_path, m, target, table):
 
 
 def test_table5_counts_by_hand(tmp_path):
-    # ATSS teacher + plain student + Ours + six strategies; each training job also evaluates its run
+    # ATSS teacher + plain student and Ours (each at seeds 0-2, Table 1's ATSS block) + six strategies; each
+    # training job also evaluates its run; one teacher cache
     assert dry("table5", results=tmp_path) == Counter(data_coco=1, pretrain_backbone=1, pretrain_backbone_r101=1,
-                                                       train_teacher=1,
-                                                       train_student=8, table=1, table5=1)
+                                                       train_teacher=1, teacher_cache=1,
+                                                       train_student=3 + 3 + 6, table=1, table5=1)
 
 
 def test_table6_and_pilot(tmp_path):
     assert dry("table6", results=tmp_path) == Counter(
-        data_coco=1, pretrain_backbone=1, pretrain_backbone_r101=1, train_teacher=2, train_student=7 + 14, table=2, table6=1)
+        data_coco=1, pretrain_backbone=1, pretrain_backbone_r101=1, train_teacher=2, teacher_cache=2,
+        train_student=(6 + 3) + 14, table=2, table6=1)   # K = 30 is atss_r50_pgd, at seeds 0-2
     assert dry("pilot", results=tmp_path) == Counter(data_coco=1, pretrain_backbone_r101=1, train_teacher=5,
                                                      pilot_run=5, figure=1, pilot=1)
 
@@ -142,7 +155,8 @@ def test_slurm_profile_dry_run(tmp_path, paper_roots):
     out = snakemake("-n", "--workflow-profile", str(REPO / "workflow/profiles/slurm"), "table1",
                     results=tmp_path, config=paper_roots)
     text = out.stdout + out.stderr
-    assert job_counts(text)["train_student"] == 28 * 3 + 5 * 3
+    # Table 1: 28 distilled rows, 5 plain students and 5 Inherit-only controls, at the paper's seeds 0-2
+    assert job_counts(text)["train_student"] == (28 + 5 + 5) * 3
     assert re.search(r"rule train_teacher:.*?resources:[^\n]*gpu=8[^\n]*nodes=1", text, re.S)
 
 

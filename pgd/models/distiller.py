@@ -91,6 +91,12 @@ def build_teacher(teacher: dict | None, teacher_model: dict | None) -> nn.Module
     return model
 
 
+def _to_device(value, device):
+    if isinstance(value, Tensor):
+        return value.to(device)
+    return [_to_device(v, device) for v in value]
+
+
 def copy_matching(src: nn.Module, dst: nn.Module, prefixes: tuple[str, ...] = ('neck.', 'bbox_head.')
                   ) -> tuple[list[str], list[str]]:
     """Copy every ``src`` tensor under ``prefixes`` into ``dst`` where the key exists with the same shape.
@@ -124,13 +130,15 @@ class DistillDetector(BaseDetector):
         init_student: copy the teacher's neck and head tensors into the student where shapes match.
         teacher_guided_assign: DDOD only - the student's own label assignment uses the teacher's predictions;
             'auto' = True for DDOD, False otherwise.
+        teacher_cache: ``dict(file=..., input_signature=...)``: read the teacher's outputs from a cache built by
+            `pgd teacher-cache` instead of running the teacher each step (pgd.models.teacher_cache).
         data_preprocessor: defaults to the student's.
     """
 
     def __init__(self, student: dict, teacher: dict | None = None, teacher_model: dict | None = None,
                  kd_losses: list[dict] | None = None, init_student: bool = True,
-                 teacher_guided_assign: bool | str = False, data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None) -> None:
+                 teacher_guided_assign: bool | str = False, teacher_cache: dict | None = None,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         student = _as_cfg(student)
         if data_preprocessor is None:
             data_preprocessor = student.get('data_preprocessor')
@@ -188,6 +196,13 @@ class DistillDetector(BaseDetector):
         self._teacher_taps = TapRecorder(teacher_net, self.taps, 'teacher')
         self._student_taps = TapRecorder(self.student, self.taps, 'student')
 
+        self.teacher_cache = None
+        if teacher_cache is not None and self.needs_teacher_pass:
+            from pgd.models.teacher_cache import TeacherCache
+
+            self.teacher_cache = TeacherCache.load(teacher_cache['file'])
+            self.teacher_cache.check(teacher_cache['input_signature'], self.taps, (teacher or {}).get('checkpoint'))
+
         self.init_student = init_student
         self.init_student_report: tuple[list[str], list[str]] = ([], [])
         if init_student:
@@ -234,11 +249,30 @@ class DistillDetector(BaseDetector):
         with torch.no_grad():
             return self._pass(self.teacher, self._teacher_taps, batch_inputs)
 
+    def _cached_teacher(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> FeatureSet:
+        meta = [s.metainfo for s in batch_data_samples]
+        got = self.teacher_cache.lookup([m['img_id'] for m in meta], [m.get('flip', False) for m in meta],
+                                        batch_inputs.shape[-2:], ('neck', 'head_outs', *self.taps))
+        got = {k: v.to(batch_inputs.device) if isinstance(v, Tensor) else _to_device(v, batch_inputs.device)
+               for k, v in got.items()}
+        got['head_outs'] = tuple(got['head_outs'])
+        return FeatureSet(**got)
+
     def _forward_student(self, batch_inputs: Tensor) -> FeatureSet:
         return self._pass(self.student, self._student_taps, batch_inputs)
 
+    @property
+    def needs_teacher_pass(self) -> bool:
+        """False for a control (no KD loss, the student's own assignment): nothing reads the teacher's outputs."""
+        return bool(self.kd_losses) or self.teacher_guided_assign
+
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> dict[str, Tensor]:
-        teacher = self._forward_teacher(batch_inputs)
+        if not self.needs_teacher_pass:
+            return self.student.loss(batch_inputs, batch_data_samples)
+        if self.teacher_cache is not None:
+            teacher = self._cached_teacher(batch_inputs, batch_data_samples)
+        else:
+            teacher = self._forward_teacher(batch_inputs)
         student = self._forward_student(batch_inputs)
         gt_instances, gt_ignore, img_metas = unpack_gt_instances(batch_data_samples)
 

@@ -17,6 +17,7 @@ import pandas as pd
 from pgd.config import DISTILLER_KEYS
 from pgd.matrix import FIGURES, TABLES, Matrix, check_seeds, load_matrix, run_dir
 from pgd.provenance import StaleRunsError, check_stale, run_commits
+from pgd.report.significance import orderings
 from pgd.report.tables import SPECS, cell_frame, to_markdown
 
 FIGURE_CAPTIONS = {
@@ -113,7 +114,8 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
     out = Path(results) / profile
     lines = [f"# PGD reproduction: `{profile}` profile", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from `configs/experiments.yaml` "
-             f"({len(matrix)} runs; seeds {seeds}: a cell with several seeds shows mean ± sample std). "
+             f"({len(matrix)} runs; the profile's seeds {seeds} plus each row's own: a cell with several seeds shows "
+             "mean ± sample std, n is the seed count, * marks a gain beyond two standard errors). "
              "COCO metrics are AP x 100 on the val split; CrowdHuman: MR (lower is better), AP, JI. "
              "Gains in parentheses are over the block's student (Table 4: the self-distillation S & T), computed "
              "from the displayed values. Each table is followed by the paper's own numbers "
@@ -132,8 +134,11 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
             lines += [f"*{csv} not built yet.*", ""]
             continue
         df = read_tidy_csv(csv)
-        lines += ["**Ours**", "", to_markdown(tid, df, "ours"), "", "**Paper**", "",
-                  to_markdown(tid, df, "paper"), ""]
+        lines += ["**Ours**", "", to_markdown(tid, df, "ours"), ""]
+        lines += ["**What the seeds resolve** (a difference counts beyond two standard errors of the block's "
+                  "pooled seed std; `pgd.report.significance`)", ""]
+        lines += [f"- {s}" for s in orderings(df, "MR" if "MR" in spec.metrics else spec.metrics[0])] + [""]
+        lines += ["**Paper**", "", to_markdown(tid, df, "paper"), ""]
         if tex.is_file():
             png = tex.with_suffix(".png")      # python -m pgd.report.latex --png-dir: the table as TeX sets it
             lines += ([f"![{stem} as pdflatex sets it](tables/{png.name})", ""] if png.is_file() else [])

@@ -32,6 +32,7 @@ from pgd.errors import UserError
 from pgd.matrix import (ALL_TABLES, EXTRA_TABLE, TABLES, Matrix, check_seeds, load_matrix, run_dir,
                         with_extras)
 from pgd.provenance import Settings, StaleRunsError, check_stale
+from pgd.report.significance import mark_against
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
 PRINTED_GAINS = Path(__file__).with_name("paper_printed_gains.csv")
@@ -49,6 +50,10 @@ METRIC_MD = {"AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": 
 CHECK = r"$\checkmark$"
 # a cell whose runs were computed with another configuration than the current one (`--allow-stale`)
 STALE_LATEX, STALE_MD = r"$^{\dagger}$", " †"
+# a gain beyond two standard errors of its block's pooled seed std (pgd.report.significance)
+SIG_LATEX, SIG_MD = r"$^{*}$", "*"
+SIG_NOTE = ("n: seeds per row; $\\pm$: sample std over them; $^{*}$: a gain beyond two standard errors of the "
+            "block's pooled seed std (no mark where the block has no row at two or more seeds).")
 
 
 class TableError(UserError, ValueError):
@@ -67,6 +72,10 @@ class TableSpec:
 SPECS: dict[str, TableSpec] = {
     "t1": TableSpec("Comparison with state-of-the-art distillation methods (R101 teachers, R50 students), COCO.",
                     COCO_METRICS, baseline="Student"),
+    "t1i": TableSpec("Student initialisation: Table 1's KD methods as the profile starts them (rows without a "
+                     "suffix; mini: the teacher's neck and head copied in) and without inheriting (\\emph{no "
+                     "inherit}: neck and head from their random init), R101 teachers, R50 students, COCO.",
+                     COCO_METRICS, baseline="Student"),
     "t2": TableSpec("Distillation to a MobileNetV2 student backbone, COCO.", COCO_METRICS, baseline="Student"),
     "t3": TableSpec("Distillation methods on CrowdHuman with DDOD.", CROWD_METRICS, baseline="Student"),
     "t4": TableSpec("Self-distillation (R50 teacher and student, both 1x), COCO.", COCO_METRICS, baseline="S & T"),
@@ -172,7 +181,9 @@ def tidy(table: str, ours: pd.DataFrame, paper: pd.DataFrame, order: list[tuple[
     df = df.reset_index()
     df.insert(0, "table", table)
     df["stale"] = df["stale"].astype("boolean").fillna(False).astype(bool) if "stale" in df else False
-    return df[["table", "block", "row", "metric", "mean", "std", "n", "gain", "paper", "paper_gain", "runs", "stale"]]
+    df = mark_against(df, spec.baseline) if spec.baseline else df.assign(sig=False)
+    return df[["table", "block", "row", "metric", "mean", "std", "n", "gain", "sig", "paper", "paper_gain", "runs",
+               "stale"]]
 
 
 def _gains(values: pd.Series, spec: TableSpec) -> pd.Series:
@@ -187,14 +198,16 @@ def _gains(values: pd.Series, spec: TableSpec) -> pd.Series:
     return gain.where(~rows.isin([spec.baseline, "Teacher"]))
 
 
-def fmt_value(mean: float, std: float = float("nan"), gain: float = float("nan"), latex: bool = True) -> str:
+def fmt_value(mean: float, std: float = float("nan"), gain: float = float("nan"), latex: bool = True,
+              sig: bool = False) -> str:
+    """``mean±std (gain)``; ``sig`` marks the gain beyond two standard errors of the block's seed noise."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "--"
     s = f"{mean:.1f}"
     if std is not None and not math.isnan(std):
         s += (r"$\pm$" if latex else "±") + f"{std:.1f}"
     if gain is not None and not math.isnan(gain):
-        s += f" ({gain:+.1f})"
+        s += f" ({gain:+.1f}" + ((SIG_LATEX if latex else SIG_MD) if sig else "") + ")"
     return s
 
 
@@ -250,8 +263,11 @@ def cell_frame(table: str, tidy_df: pd.DataFrame, source: str, latex: bool = Tru
     df = tidy_df.copy()
     if source == "ours":
         stale = df["stale"] if "stale" in df else [False] * len(df)
-        df["text"] = [fmt_value(m, s, g, latex) + ((STALE_LATEX if latex else STALE_MD) if st else "")
-                      for m, s, g, st in zip(df["mean"], df["std"], df["gain"], stale)]
+        sig = df["sig"] if "sig" in df else [False] * len(df)
+        df["text"] = [fmt_value(m, s, g, latex, bool(sg)) + ((STALE_LATEX if latex else STALE_MD) if st else "")
+                      for m, s, g, sg, st in zip(df["mean"], df["std"], df["gain"], sig, stale)]
+        if spec.wide:   # one cell per run: its seed count beside the value where it has several
+            df["text"] = [t + (f" (n={int(n)})" if n > 1 else "") for t, n in zip(df["text"], df["n"])]
     else:
         df["text"] = [fmt_value(v, float("nan"), g, latex) for v, g in zip(df["paper"], df["paper_gain"])]
         keys = list(zip(df["block"], df["row"], df["metric"]))
@@ -271,6 +287,9 @@ def cell_frame(table: str, tidy_df: pd.DataFrame, source: str, latex: bool = Tru
     wide = wide.reindex(index=pd.MultiIndex.from_tuples(keys, names=["block", "row"]), columns=list(spec.metrics))
     wide = wide.rename(columns=label)
     wide.columns.name = None
+    if source == "ours":   # seeds per row (every metric of a row comes from the same runs)
+        n = df.groupby(["block", "row"], sort=False)["n"].max()
+        wide["n"] = [str(int(n.get(k, 0))) for k in wide.index]
     if spec.branches:
         marks = pd.DataFrame([[CHECK if f else "" if latex else ("x" if f else "") for f in BRANCH_ROWS[r]]
                               for r in wide.index.get_level_values("row")],
@@ -319,7 +338,7 @@ def to_latex(frame: pd.DataFrame, caption: str, label: str, hide_index: bool = F
 def render(table: str, tidy_df: pd.DataFrame, stem: str, profile: str) -> str:
     spec = spec_of(table)
     hide = spec.branches
-    ours = to_latex(cell_frame(table, tidy_df, "ours"), f"{spec.caption} Ours ({profile} profile).",
+    ours = to_latex(cell_frame(table, tidy_df, "ours"), f"{spec.caption} Ours ({profile} profile). {SIG_NOTE}",
                     f"tab:{stem}", hide_index=hide)
     head = (f"% {stem}: generated by `pgd table --table {table} --profile {profile}`; needs "
             f"\\usepackage{{{','.join(PACKAGES)}}} (preamble.tex beside this file).\n")

@@ -185,6 +185,7 @@ TRAINED = ".trained"
 # a run composes to (its matrix row, the profile, its method config, its teacher's recipe...) reruns exactly that
 # run and everything downstream; an edit that changes no composition (another row, a comment) reruns nothing.
 from pgd.provenance import Settings, TRAIN_ARGS_ENV, expected_digests
+from pgd.teacher_inputs import CACHE_FILE as TEACHER_CACHE
 
 # what `pgd table` / `pgd report` need to recompute the same digests (teacher_env() also checks teacher_iters)
 PROVENANCE_ENV = f"{TRAIN_ARGS_ENV}={shlex.quote(config['train_args'])} " + teacher_env()
@@ -213,7 +214,13 @@ def train_inputs(wildcards):
     inst = INSTANCES[wildcards.run]
     teacher = RUNS_MATRIX.teacher_of(inst)
     return (data_files(inst.run.dataset) + pretrained_input(inst.run.backbone)
-            + ([run_path(teacher.name, "model.pth")] if teacher else []))
+            + ([run_path(teacher.name, "model.pth")] if teacher else [])
+            + ([run_path(teacher.name, TEACHER_CACHE)] if teacher and reads_teacher_cache(wildcards.run) else []))
+
+
+def reads_teacher_cache(name):
+    """Whether the run's composed config reads its teacher's outputs from a cache (profile key teacher_cache)."""
+    return "teacher_cache" in EXPECTED[name].recipe["config"]["model"]
 
 
 # ------------------------------------------------------------------ tables and figures

@@ -29,3 +29,23 @@ rule train_teacher:
     resources: **resources_of("train_teacher")
     log: f"{LOGS}/train/{{run}}.log"
     shell: train_command()
+
+
+# A trained teacher's outputs on its students' training images, both flips (pgd.models.teacher_cache): built once
+# for the students of a profile with teacher_cache (the mini one), which read it instead of running the teacher.
+# Any run can be a teacher (Table 4's are plain students), hence no constraint on the run name.
+rule teacher_cache:
+    input:
+        model=run_path("{run}", "model.pth"),
+        data=lambda w: data_files(INSTANCES[w.run].run.dataset),
+    output: run_path("{run}", TEACHER_CACHE)
+    params:
+        work_dir=lambda w: run_path(w.run),
+        data_root=lambda w: data_root_arg(INSTANCES[w.run].run.dataset),
+    priority: 10
+    threads: res("teacher_cache", "threads")
+    resources: **resources_of("teacher_cache")
+    log: f"{LOGS}/teacher_cache/{{run}}.log"
+    shell:
+        f"{ENV} PGD_THREADS={{threads}} {PGD} teacher-cache --teacher-dir {{params.work_dir}} --profile {PROFILE} "
+        f"{{params.data_root}} > {{log}} 2>&1"

@@ -1,0 +1,169 @@
+"""The teacher-output cache (pgd.models.teacher_cache): a step that reads the teacher from the cache gives the
+losses of a step that runs the teacher, and a cache that does not fit the run is refused with the reason."""
+from __future__ import annotations
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+
+import pgd.losses  # noqa: F401
+import pgd.models  # noqa: F401
+from pgd.models.feature_autocast import FeatureAutocastHook
+from pgd.models.teacher_cache import TeacherCache, TeacherCacheError, build_cache
+
+from tiny_detectors import tiny_batch, tiny_detector_cfg
+
+register_all_modules()
+torch.set_num_threads(1)
+
+SHAPES = ((3, 96, 96),) * 4
+
+
+def distiller(detector, seed=0):
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(type='DistillDetector', student=tiny_detector_cfg(detector, width=8),
+                              teacher_model=tiny_detector_cfg(detector, width=16),
+                              kd_losses=[dict(type='PGDLoss', k=9, detector=detector)],
+                              teacher_guided_assign='auto'))
+    model.init_weights()
+    model.train()
+    return model
+
+
+def batch(model):
+    inputs, samples = tiny_batch(model, shapes=SHAPES, num_items=(3, 2, 4, 1))
+    for i, s in enumerate(samples):
+        s.set_metainfo(dict(img_id=100 + i, flip=bool(i % 2)))
+    return inputs, samples
+
+
+def cache_of(model, inputs, samples, checkpoint, autocast=None):
+    """A cache built two images at a time (the step below runs four), so the comparison also covers batch
+    composition. (Not one at a time: the tiny heads' GroupNorm has one value per group on a 1x1 level.)"""
+    pairs = [(inputs[i:i + 2], samples[i:i + 2]) for i in range(0, len(samples), 2)]
+    return TeacherCache(build_cache(model, pairs, 'sig', checkpoint, autocast), 'cache')
+
+
+def live_and_cached(model, inputs, samples, cache):
+    torch.manual_seed(3)
+    live = model.loss(inputs, samples)
+    model.teacher_cache = cache
+    torch.manual_seed(3)
+    cached = model.loss(inputs, samples)
+    model.teacher_cache = None
+    return live, cached
+
+
+def flat(losses):
+    out = {}
+    for k, v in losses.items():
+        for i, t in enumerate(v if isinstance(v, list) else [v]):
+            out[f'{k}[{i}]'] = t.detach()
+    return out
+
+
+@pytest.mark.parametrize('detector', ['atss', 'ddod', 'gfl'])
+def test_cached_teacher_step_equals_live_teacher_step_fp32(detector, tmp_path):
+    model = distiller(detector)
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'x')
+    inputs, samples = batch(model)
+    cache = cache_of(model, inputs, samples, ckpt)
+    # the gathered teacher outputs are the live ones up to the kernels' summation order
+    live_feats = model._forward_teacher(inputs)
+    got = cache.lookup([s.img_id for s in samples], [s.flip for s in samples], inputs.shape[-2:],
+                       ['neck', 'cls_feat', 'reg_feat'])
+    for name in ('neck', 'cls_feat', 'reg_feat'):
+        for a, b in zip(got[name], live_feats[name]):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), name
+    live, cached = live_and_cached(model, inputs, samples, cache)
+    live, cached = flat(live), flat(cached)
+    assert set(live) == set(cached) and any(k.startswith('loss_pgd') for k in live)
+    for k in live:
+        assert torch.allclose(live[k], cached[k], rtol=1e-4, atol=1e-6), (k, live[k], cached[k])
+
+
+def test_cached_teacher_step_under_bf16_autocast(tmp_path):
+    """The mini profile's precision: trunk outputs are bf16 values, stored losslessly in bf16."""
+    model = distiller('atss')
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'x')
+    inputs, samples = batch(model)
+    cache = cache_of(model, inputs, samples, ckpt, torch.bfloat16)
+    assert cache.entries['neck'][0].dtype == torch.bfloat16
+    hook = FeatureAutocastHook()
+    hook.wrap(model)
+    hook.active = True
+    try:
+        live, cached = live_and_cached(model, inputs, samples, cache)
+    finally:
+        hook.active = False
+        hook.unwrap()
+    live, cached = flat(live), flat(cached)
+    for k in live:
+        # bf16 rounding of a conv output can differ by one unit between batch 1 and batch 4 kernels
+        assert torch.allclose(live[k], cached[k], rtol=2e-2, atol=1e-4), (k, live[k], cached[k])
+
+
+def test_cache_refuses_what_it_does_not_fit(tmp_path):
+    model = distiller('atss')
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'x')
+    inputs, samples = batch(model)
+    cache = cache_of(model, inputs, samples, ckpt)
+    cache.check('sig', ['cls_feat', 'reg_feat'], ckpt)
+    with pytest.raises(TeacherCacheError, match='another input pipeline'):
+        cache.check('other', [], ckpt)
+    with pytest.raises(TeacherCacheError, match=r"lacks the tap\(s\) \['box_feat'\]"):
+        cache.check('sig', ['box_feat'], ckpt)
+    ckpt.write_bytes(b'retrained')
+    with pytest.raises(TeacherCacheError, match='teacher was retrained'):
+        cache.check('sig', [], ckpt)
+    with pytest.raises(TeacherCacheError, match='one fixed input size'):
+        cache.lookup([100], [False], (64, 64), ['neck'])
+    with pytest.raises(TeacherCacheError, match=r'no entry for image \(7, True\)'):
+        cache.lookup([7], [True], inputs.shape[-2:], ['neck'])
+    with pytest.raises(TeacherCacheError, match='teacher cache not found'):
+        TeacherCache.load(tmp_path / 'none.pt')
+
+
+def test_control_never_loads_a_cache(tmp_path):
+    """A control (no KD loss) has no teacher pass: its teacher_cache is ignored, even a missing file."""
+    torch.manual_seed(0)
+    model = MODELS.build(dict(type='DistillDetector', student=tiny_detector_cfg('atss', width=8),
+                              teacher_model=tiny_detector_cfg('atss', width=16), kd_losses=[],
+                              teacher_cache=dict(file=str(tmp_path / 'missing.pt'), input_signature='s')))
+    assert model.teacher_cache is None and not model.needs_teacher_pass
+
+
+def test_input_signature_ignores_the_flip_probability_only():
+    from pgd.teacher_inputs import input_signature
+
+    pipe = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(213, 128), keep_ratio=True),
+            dict(type='RandomFlip', prob=0.5), dict(type='PackDetInputs')]
+    pre = dict(type='DetDataPreprocessor', mean=[1, 2, 3], std=[1, 1, 1])
+    sig = input_signature(pipe, pre)
+    flipped = [dict(t, prob=1.0) if t['type'] == 'RandomFlip' else t for t in pipe]
+    assert input_signature(flipped, pre) == sig
+    assert input_signature([dict(t, scale=(160, 96)) if t['type'] == 'Resize' else t for t in pipe], pre) != sig
+    assert input_signature(pipe, dict(pre, mean=[0, 0, 0])) != sig
+
+
+def test_mini_students_read_their_teachers_cache_and_the_digest_ignores_its_location():
+    from pgd.config import compose_config
+    from pgd.provenance import digest, run_recipe
+
+    def cfg(method, teacher='/runs/atss_r101_teacher', backbone='r50'):
+        return compose_config('atss', backbone, 'mini', 'student', method=method, teacher=teacher)
+
+    cache = cfg('pgd').model.teacher_cache
+    assert cache.file == '/runs/atss_r101_teacher/teacher_cache.pt'
+    # one cache serves every method and both student backbones: the same input signature
+    assert {cfg(m, backbone=b).model.teacher_cache.input_signature
+            for m in ('pgd', 'fkd', 'fgd', 'defeat') for b in ('r50', 'mbv2')} == {cache.input_signature}
+    assert 'teacher_cache' not in cfg('inherit').model          # a control never runs its teacher
+    assert 'teacher_cache' not in compose_config('atss', 'r50', 'paper', 'student', method='pgd',
+                                                 teacher='/t').model
+    moved = cfg('pgd', teacher='/elsewhere/atss_r101_teacher')
+    assert digest(run_recipe(moved, teacher_digest='d')) == digest(run_recipe(cfg('pgd'), teacher_digest='d'))
