@@ -32,10 +32,11 @@ def test_counts(m):
     assert len(m.teachers) == 6
     assert sum(r.dataset == "crowdhuman" for r in m.teachers) == 1
     assert {r.backbone for r in m.teachers} == {"r101"}
-    # 79 of the paper's tables, 5 "Inherit only" controls, 11 no-inherit runs of the initialisation study (t1i)
-    assert len(m.students) == 95
-    # Table 1's ATSS block at three seeds: 8 rows x 2 more seeds
-    assert len(m.instances([0])) == 6 + 95 + 16
+    # 79 of the paper's tables, 5 "Inherit only" controls, 11 no-inherit runs of the initialisation study (t1i),
+    # 2 PGD runs under the official code's normalisation (tpc)
+    assert len(m.students) == 97
+    # at three seeds: Table 1's ATSS block (8 rows), FCOS's Student, Inherit only and Ours, the 2 code-norm runs
+    assert len(m.instances([0])) == 6 + 97 + 2 * (8 + 3 + 2)
 
 
 def test_atss_block_has_three_seeds_and_others_one(m):
@@ -43,7 +44,8 @@ def test_atss_block_has_three_seeds_and_others_one(m):
     for row, rid in atss.items():
         seeds = [i.seed for i in m.instances([0], [m[rid]])]
         assert seeds == ([0] if row == "Teacher" else [0, 1, 2]), row
-    assert [i.seed for i in m.instances([0], [m["fcos_r50_pgd"]])] == [0]
+    assert [i.seed for i in m.instances([0], [m["fcos_r50_pgd"]])] == [0, 1, 2]
+    assert [i.seed for i in m.instances([0], [m["fcos_r50_fkd"]])] == [0]
     # the profile's seeds and the row's are united, the profile's first
     assert [i.name for i in m.instances([0, 5], [m["atss_r50_pgd"]])] == [
         "atss_r50_pgd", "atss_r50_pgd_s5", "atss_r50_pgd_s1", "atss_r50_pgd_s2"]
@@ -93,10 +95,10 @@ def test_table1_blocks(m):
 
 def test_shared_runs_trained_once(m):
     pgd = m["atss_r50_pgd"]
-    assert pgd.tables == ["t1", "t1i", "t5", "t6k", "t7"]
+    assert pgd.tables == ["t1", "t1i", "t5", "t6k", "t7", "tpc"]
     assert Cell("t6k", "30", "ATSS") in pgd.cells
     student = m["atss_r50_student"]
-    assert student.tables == ["t1", "t1i", "t4", "t5", "t7"]
+    assert student.tables == ["t1", "t1i", "t4", "t5", "t7", "tpc"]
     assert m["atss_r101_teacher"].tables == ["t1", "t2", "t5"]
 
 
@@ -134,7 +136,7 @@ def test_required_runs_and_seeds(m):
     # t4's teachers are students
     assert "fcos_r50_student" in {r.id for r in m.required_runs("t4")}
     inst = m.instances([0, 1, 2])
-    assert len(inst) == 6 + 3 * 95   # the rows' own seeds [0, 1, 2] are within the profile's
+    assert len(inst) == 6 + 3 * 97   # the rows' own seeds [0, 1, 2] are within the profile's
     assert Counter(i.run.role for i in inst)["teacher"] == 6
     s2 = m.by_name("atss_r50_pgd_s2")
     assert (s2.run.id, s2.seed) == ("atss_r50_pgd", 2)
@@ -150,7 +152,7 @@ def test_run_dir():
 
 def test_as_dict_has_tables(m):
     d = m["fcos_r50_pgd"].as_dict()
-    assert d["tables"] == ["t1", "t1i"] and d["teacher"] == "fcos_r101_teacher" and d["method"] == "pgd"
+    assert d["tables"] == ["t1", "t1i", "tpc"] and d["teacher"] == "fcos_r101_teacher" and d["method"] == "pgd"
 
 
 @pytest.mark.parametrize("seeds,msg", [([], "empty"), ([1, 2], "lacks 0"), ([0, 0], "duplicates"),

@@ -85,15 +85,15 @@ def test_mini_all(tmp_path, m):
     # mini pretrains r50 and mbv2, and r101 through its own higher-priority copy of the rule
     exp.update(data_coco=1, data_crowdhuman=1, pretrain_backbone=2, pretrain_backbone_r101=1)
     assert counts == Counter(exp)
-    # 95 student rows, Table 1's ATSS block (8 rows) at two more seeds; caches of the 6 teachers and of the two
-    # plain students that teach Table 4
-    assert (counts["train_teacher"], counts["train_student"], counts["teacher_cache"]) == (6, 95 + 16, 8)
+    # 97 student rows; 13 of them at two more seeds (Table 1's ATSS block, FCOS's Student / Inherit only / Ours,
+    # the code-norm PGD runs); caches of the 6 teachers and of the two plain students that teach Table 4
+    assert (counts["train_teacher"], counts["train_student"], counts["teacher_cache"]) == (6, 97 + 26, 8)
 
 
 def test_paper_all(tmp_path, m, paper_roots):
     counts = dry(results=tmp_path, config=paper_roots)
     assert counts == Counter(expected_all(m, [0, 1, 2]))       # real data: no data jobs; students x 3 seeds
-    assert counts["train_student"] == 3 * 95 and "teacher_cache" not in counts
+    assert counts["train_student"] == 3 * 97 and "teacher_cache" not in counts
 
 
 @pytest.mark.parametrize("target,table", [("table5", "t5"), ("table3", "t3"), ("table6_alpha", "t6a"),

@@ -84,6 +84,9 @@ SPECS: dict[str, TableSpec] = {
     "t6a": TableSpec(r"Distillation loss magnitude $\alpha$ ($\beta=\alpha/2$, $\gamma=1.6\alpha$; AP), COCO.",
                      ("AP",), wide=r"$\alpha$"),
     "t7": TableSpec("Distillation branches with ATSS, COCO.", COCO_METRICS, baseline="Student", branches=True),
+    "tpc": TableSpec("PGD under the paper's Eqs. 5-9 (\\emph{Paper equations}: the profile's preset) and under the "
+                     "official code's normalisation (\\emph{Official code}: preset code), R101 teachers, R50 "
+                     "students, COCO.", COCO_METRICS, baseline="Student"),
     # not a paper table: the methods no matrix row uses (pgd.matrix.with_extras, the `extras` target)
     EXTRA_TABLE: TableSpec("KD methods beyond the paper's tables (R101 teacher, R50 student), COCO.", COCO_METRICS,
                            baseline="Student"),
