@@ -17,6 +17,7 @@ import pandas as pd
 from pgd.config import DISTILLER_KEYS
 from pgd.matrix import FIGURES, TABLES, Matrix, check_seeds, load_matrix, run_dir
 from pgd.provenance import StaleRunsError, check_stale, run_commits
+from pgd.report.shape import shape_markdown
 from pgd.report.significance import orderings
 from pgd.report.tables import SPECS, cell_frame, to_markdown
 
@@ -139,6 +140,11 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
                   "pooled seed std; `pgd.report.significance`)", ""]
         lines += [f"- {s}" for s in orderings(df, "MR" if "MR" in spec.metrics else spec.metrics[0])] + [""]
         lines += ["**Paper**", "", to_markdown(tid, df, "paper"), ""]
+        if df["paper"].notna().any() and {"Teacher", "Student"} <= set(df["row"]):
+            main = "AP" if "AP" in spec.metrics else spec.metrics[0]
+            lines += [f"**Shape beside the paper** ({main}; `pgd.report.shape`: the plain student's fraction of its "
+                      "teacher, the fraction of the teacher-student gap each row closes, and Kendall's tau of the "
+                      "method rows' order against the paper's)", "", shape_markdown(df, main), ""]
         if tex.is_file():
             png = tex.with_suffix(".png")      # python -m pgd.report.latex --png-dir: the table as TeX sets it
             lines += ([f"![{stem} as pdflatex sets it](tables/{png.name})", ""] if png.is_file() else [])
