@@ -108,6 +108,26 @@ def provenance_lines(matrix: Matrix, profile: str, seeds: list[int], results: st
     return lines + [""]
 
 
+INIT_WORDS = {
+    "teacher": "every KD method starts from the teacher's neck and head (copied in where shapes match), so the KD "
+               "rows differ from each other and from each block's *Inherit only* control by their loss alone",
+    "method": "each KD method starts as its official config says: PGD and FGD copy the teacher's neck and head in, "
+              "the others do not; *Inherit only* shows what the copy alone gives",
+    "random": "no KD method inherits the teacher's neck or head",
+}
+
+
+def protocol_lines(profile: str) -> list[str]:
+    """How the profile's distilled students start, in words (docs/protocol.md), with where it was measured."""
+    from pgd.config import check_student_init, load_profile
+
+    init = check_student_init(profile, load_profile(profile).get("student_init"))
+    return ["## Protocol", "",
+            f"Student initialisation (`student_init = '{init}'`): {INIT_WORDS[init]}. `table1_init` sets both "
+            "choices side by side for ATSS and FCOS; docs/protocol.md gives the rules (controls, seeds, the "
+            "two-standard-error marks).", ""]
+
+
 def build_page(profile: str, seeds: list[int], results: str | Path = "results",
                matrix: Matrix | None = None, stale: list | tuple = ()) -> str:
     matrix = matrix if matrix is not None else load_matrix()
@@ -121,6 +141,7 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
              "Gains in parentheses are over the block's student (Table 4: the self-distillation S & T), computed "
              "from the displayed values. Each table is followed by the paper's own numbers "
              "(`pgd/report/paper_numbers.csv`).", ""]
+    lines += protocol_lines(profile)
     lines += provenance_lines(matrix, profile, seeds, results, stale)
     for tid, (stem, rule) in TABLES.items():
         spec = SPECS[tid]
