@@ -197,6 +197,8 @@ def _e2e_setup(tmp_path):
 
     with open(REPO / "configs" / "experiments.yaml") as f:
         rows = [r for r in yaml.safe_load(f)["runs"] if r["id"] in E2E_RUNS]
+    for r in rows:          # one instance per row: the rules, not seed expansion (tests/test_matrix.py)
+        r.pop("seeds", None)
     (tmp_path / "matrix.yaml").write_text(yaml.safe_dump({"runs": rows}))
     cfg = {
         "matrix": str(tmp_path / "matrix.yaml"),
@@ -283,7 +285,10 @@ def test_end_to_end_with_interrupted_training(tmp_path):
             assert (out / "figures" / f"fig{n}.{ext}").stat().st_size > 1000
     assert (out / "runs" / "atss_r101_teacher" / "pilot.csv").is_file()
     page = (out / "report.md").read_text()
-    assert page.count("```latex") == 8 and "![Fig. 5:" in page and "PGDLoss(" in page
+    assert page.count("```latex") == len(TABLES) and "![Fig. 5:" in page and "PGDLoss(" in page
+    # the distilled runs read their teacher from the cache the teacher_cache rule built
+    assert (out / "runs" / "atss_r101_teacher" / "teacher_cache.pt").is_file()
+    assert "teacher_cache" in (out / "runs" / "atss_r50_pgd" / "config.py").read_text()
     assert "## Provenance" in page and "are stale" not in page
 
     # every run records the digest the workflow expects (so tables and `pgd status` see it as done)
