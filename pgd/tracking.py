@@ -20,7 +20,7 @@ MLflow are not safe under that:
 
 Both happen here, once, under an ``fcntl`` lock on a file beside the DB (:func:`prepare_tracking`); by the time a
 backend starts, schema and experiment exist. Ordinary writes then only contend for sqlite's write lock, which MLflow
-waits out (``busy_timeout`` 20 s per session); the calls made here are retried on top of that when sqlite still
+waits out (``busy_timeout`` 20 s per database connection); the calls made here are retried on top of that when sqlite still
 reports "database is locked". WAL journalling is deliberately not switched on: it does not work on network file
 systems, where a cluster's results directory usually lives.
 """

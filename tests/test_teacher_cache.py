@@ -167,3 +167,18 @@ def test_mini_students_read_their_teachers_cache_and_the_digest_ignores_its_loca
                                                  teacher='/t').model
     moved = cfg('pgd', teacher='/elsewhere/atss_r101_teacher')
     assert digest(run_recipe(moved, teacher_digest='d')) == digest(run_recipe(cfg('pgd'), teacher_digest='d'))
+
+
+def test_string_image_ids_as_crowdhuman_has_them(tmp_path):
+    """CrowdHumanDataset's img_id is a string ('000001,train'): the cache keys and looks them up as such."""
+    model = distiller('atss')
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'x')
+    inputs, samples = batch(model)
+    for i, s in enumerate(samples):
+        s.set_metainfo(dict(img_id=f'{i:06d},train'))
+    cache = cache_of(model, inputs, samples, ckpt)
+    got = cache.lookup([s.img_id for s in samples], [s.flip for s in samples], inputs.shape[-2:], ['neck'])
+    assert got['neck'][0].shape[0] == len(samples)
+    with pytest.raises(TeacherCacheError, match=r'no entry for image \(000009,train, False\)'):
+        cache.lookup(['000009,train'], [False], inputs.shape[-2:], ['neck'])

@@ -251,7 +251,12 @@ class DistillDetector(BaseDetector):
 
     def _cached_teacher(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> FeatureSet:
         meta = [s.metainfo for s in batch_data_samples]
-        got = self.teacher_cache.lookup([m['img_id'] for m in meta], [m.get('flip', False) for m in meta],
+        if any('img_id' not in m or 'flip' not in m for m in meta):
+            from pgd.models.teacher_cache import TeacherCacheError
+
+            raise TeacherCacheError('teacher cache: the data samples lack img_id or flip (PackDetInputs meta_keys); '
+                                    'a cache is looked up by (image id, flipped)')
+        got = self.teacher_cache.lookup([m['img_id'] for m in meta], [m['flip'] for m in meta],
                                         batch_inputs.shape[-2:], ('neck', 'head_outs', *self.taps))
         got = {k: v.to(batch_inputs.device) if isinstance(v, Tensor) else _to_device(v, batch_inputs.device)
                for k, v in got.items()}

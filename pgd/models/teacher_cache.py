@@ -78,7 +78,8 @@ class TeacherCache:
         self.path = str(path)
         self.meta = data['meta']
         self.entries: dict[str, Any] = data['entries']
-        self.index: dict[tuple[int, bool], int] = {(int(i), bool(f)): r for r, (i, f) in enumerate(data['keys'])}
+        # image ids as strings: COCO's are ints, CrowdHuman's strings such as '000001,train'
+        self.index: dict[tuple[str, bool], int] = {(str(i), bool(f)): r for r, (i, f) in enumerate(data['keys'])}
         self.input_shape = tuple(data['input_shape'])
 
     @classmethod
@@ -95,22 +96,23 @@ class TeacherCache:
         missing = sorted(set(taps) - set(self.entries))
         if missing:
             raise TeacherCacheError(f'{self.path} lacks the tap(s) {missing} this run\'s KD losses read; rebuild it '
-                                    f'with them (`pgd teacher-cache --taps ...`)')
+                                    f'with them (`pgd teacher-cache`)')
         if checkpoint is not None and Path(checkpoint).is_file() and \
                 self.meta['teacher'] != teacher_stamp(checkpoint):
             raise TeacherCacheError(f'{self.path} was computed from another {checkpoint} (the teacher was '
                                     'retrained since); rebuild it')
 
-    def lookup(self, img_ids: Sequence[int], flips: Sequence[bool], batch_input_shape: Sequence[int],
+    def lookup(self, img_ids: Sequence[int | str], flips: Sequence[bool], batch_input_shape: Sequence[int],
                names: Iterable[str]) -> dict[str, Any]:
         if tuple(batch_input_shape) != self.input_shape:
             raise TeacherCacheError(f'{self.path} holds teacher outputs for {self.input_shape} inputs, this batch '
                                     f'is {tuple(batch_input_shape)}: a cache serves one fixed input size only')
-        try:
-            rows = torch.tensor([self.index[(int(i), bool(f))] for i, f in zip(img_ids, flips)])
-        except KeyError as err:
-            raise TeacherCacheError(f'{self.path} has no entry for image {err.args[0]} (image id, flipped): was it '
-                                    'built on another training set?') from None
+        keys = [(str(i), bool(f)) for i, f in zip(img_ids, flips)]
+        missing = next((k for k in keys if k not in self.index), None)
+        if missing is not None:
+            raise TeacherCacheError(f'{self.path} has no entry for image ({missing[0]}, {missing[1]}) (image id, '
+                                    'flipped): was it built on another training set?')
+        rows = torch.tensor([self.index[k] for k in keys])
         return {name: _gather(self.entries[name], rows) for name in names}
 
 
@@ -135,7 +137,7 @@ def build_cache(model, batches: Iterable[tuple[Tensor, list]], signature: str, c
                                   'student\'s training images must share one size for a cache')
             feats = model._forward_teacher(inputs)
             parts.append({name: _structure(value) for name, value in feats.items()})
-            keys += [(int(s.metainfo['img_id']), bool(s.metainfo.get('flip', False))) for s in samples]
+            keys += [(str(s.metainfo['img_id']), bool(s.metainfo['flip'])) for s in samples]
     finally:
         if hook is not None:
             hook.active = False
