@@ -45,6 +45,26 @@ def cache_of(model, inputs, samples, checkpoint, autocast=None):
     return TeacherCache(build_cache(model, pairs, 'sig', checkpoint, autocast), 'cache')
 
 
+def cached_setup(tmp_path, detector='atss', autocast=None, relabel=None):
+    """A distiller, a four-image batch (``relabel``: metainfo per sample index) and its cache; ``ckpt`` stands for
+    the teacher checkpoint the cache was computed from."""
+    model = distiller(detector)
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'x')
+    inputs, samples = batch(model)
+    for i, s in enumerate(samples if relabel else []):
+        s.set_metainfo(relabel(i))
+    return model, ckpt, inputs, samples, cache_of(model, inputs, samples, ckpt, autocast)
+
+
+def assert_losses_close(live, cached, rtol, atol):
+    live, cached = flat(live), flat(cached)
+    assert set(live) == set(cached)
+    for k in live:
+        assert torch.allclose(live[k], cached[k], rtol=rtol, atol=atol), (k, live[k], cached[k])
+    return live
+
+
 def live_and_cached(model, inputs, samples, cache):
     torch.manual_seed(3)
     live = model.loss(inputs, samples)
@@ -65,11 +85,7 @@ def flat(losses):
 
 @pytest.mark.parametrize('detector', ['atss', 'ddod', 'gfl'])
 def test_cached_teacher_step_equals_live_teacher_step_fp32(detector, tmp_path):
-    model = distiller(detector)
-    ckpt = tmp_path / 'model.pth'
-    ckpt.write_bytes(b'x')
-    inputs, samples = batch(model)
-    cache = cache_of(model, inputs, samples, ckpt)
+    model, _, inputs, samples, cache = cached_setup(tmp_path, detector)
     # the gathered teacher outputs are the live ones up to the kernels' summation order
     live_feats = model._forward_teacher(inputs)
     got = cache.lookup([s.img_id for s in samples], [s.flip for s in samples], inputs.shape[-2:],
@@ -77,20 +93,13 @@ def test_cached_teacher_step_equals_live_teacher_step_fp32(detector, tmp_path):
     for name in ('neck', 'cls_feat', 'reg_feat'):
         for a, b in zip(got[name], live_feats[name]):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), name
-    live, cached = live_and_cached(model, inputs, samples, cache)
-    live, cached = flat(live), flat(cached)
-    assert set(live) == set(cached) and any(k.startswith('loss_pgd') for k in live)
-    for k in live:
-        assert torch.allclose(live[k], cached[k], rtol=1e-4, atol=1e-6), (k, live[k], cached[k])
+    live = assert_losses_close(*live_and_cached(model, inputs, samples, cache), rtol=1e-4, atol=1e-6)
+    assert any(k.startswith('loss_pgd') for k in live)
 
 
 def test_cached_teacher_step_under_bf16_autocast(tmp_path):
     """The mini profile's precision: trunk outputs are bf16 values, stored losslessly in bf16."""
-    model = distiller('atss')
-    ckpt = tmp_path / 'model.pth'
-    ckpt.write_bytes(b'x')
-    inputs, samples = batch(model)
-    cache = cache_of(model, inputs, samples, ckpt, torch.bfloat16)
+    model, _, inputs, samples, cache = cached_setup(tmp_path, autocast=torch.bfloat16)
     assert cache.entries['neck'][0].dtype == torch.bfloat16
     hook = FeatureAutocastHook()
     hook.wrap(model)
@@ -100,18 +109,12 @@ def test_cached_teacher_step_under_bf16_autocast(tmp_path):
     finally:
         hook.active = False
         hook.unwrap()
-    live, cached = flat(live), flat(cached)
-    for k in live:
-        # bf16 rounding of a conv output can differ by one unit between batch 1 and batch 4 kernels
-        assert torch.allclose(live[k], cached[k], rtol=2e-2, atol=1e-4), (k, live[k], cached[k])
+    # bf16 rounding of a conv output can differ by one unit between batch 1 and batch 4 kernels
+    assert_losses_close(live, cached, rtol=2e-2, atol=1e-4)
 
 
 def test_cache_refuses_what_it_does_not_fit(tmp_path):
-    model = distiller('atss')
-    ckpt = tmp_path / 'model.pth'
-    ckpt.write_bytes(b'x')
-    inputs, samples = batch(model)
-    cache = cache_of(model, inputs, samples, ckpt)
+    _, ckpt, inputs, _, cache = cached_setup(tmp_path)
     cache.check('sig', ['cls_feat', 'reg_feat'], ckpt)
     with pytest.raises(TeacherCacheError, match='another input pipeline'):
         cache.check('other', [], ckpt)
@@ -171,13 +174,7 @@ def test_mini_students_read_their_teachers_cache_and_the_digest_ignores_its_loca
 
 def test_string_image_ids_as_crowdhuman_has_them(tmp_path):
     """CrowdHumanDataset's img_id is a string ('000001,train'): the cache keys and looks them up as such."""
-    model = distiller('atss')
-    ckpt = tmp_path / 'model.pth'
-    ckpt.write_bytes(b'x')
-    inputs, samples = batch(model)
-    for i, s in enumerate(samples):
-        s.set_metainfo(dict(img_id=f'{i:06d},train'))
-    cache = cache_of(model, inputs, samples, ckpt)
+    _, _, inputs, samples, cache = cached_setup(tmp_path, relabel=lambda i: dict(img_id=f'{i:06d},train'))
     got = cache.lookup([s.img_id for s in samples], [s.flip for s in samples], inputs.shape[-2:], ['neck'])
     assert got['neck'][0].shape[0] == len(samples)
     with pytest.raises(TeacherCacheError, match=r'no entry for image \(000009,train, False\)'):

@@ -91,12 +91,6 @@ def build_teacher(teacher: dict | None, teacher_model: dict | None) -> nn.Module
     return model
 
 
-def _to_device(value, device):
-    if isinstance(value, Tensor):
-        return value.to(device)
-    return [_to_device(v, device) for v in value]
-
-
 def copy_matching(src: nn.Module, dst: nn.Module, prefixes: tuple[str, ...] = ('neck.', 'bbox_head.')
                   ) -> tuple[list[str], list[str]]:
     """Copy every ``src`` tensor under ``prefixes`` into ``dst`` where the key exists with the same shape.
@@ -257,9 +251,8 @@ class DistillDetector(BaseDetector):
             raise TeacherCacheError('teacher cache: the data samples lack img_id or flip (PackDetInputs meta_keys); '
                                     'a cache is looked up by (image id, flipped)')
         got = self.teacher_cache.lookup([m['img_id'] for m in meta], [m['flip'] for m in meta],
-                                        batch_inputs.shape[-2:], ('neck', 'head_outs', *self.taps))
-        got = {k: v.to(batch_inputs.device) if isinstance(v, Tensor) else _to_device(v, batch_inputs.device)
-               for k, v in got.items()}
+                                        batch_inputs.shape[-2:], ('neck', 'head_outs', *self.taps),
+                                        batch_inputs.device)
         got['head_outs'] = tuple(got['head_outs'])
         return FeatureSet(**got)
 

@@ -62,10 +62,10 @@ def _cat(parts: list[Any]) -> Any:
     return [_cat([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
-def _gather(stored: Any, rows: Tensor) -> Any:
+def _gather(stored: Any, rows: Tensor, device: torch.device | str) -> Any:
     if isinstance(stored, Tensor):
-        return stored.index_select(0, rows).float()
-    return [_gather(s, rows) for s in stored]
+        return stored.index_select(0, rows).to(device=device, dtype=torch.float32)
+    return [_gather(s, rows, device) for s in stored]
 
 
 class TeacherCache:
@@ -103,7 +103,7 @@ class TeacherCache:
                                     'retrained since); rebuild it')
 
     def lookup(self, img_ids: Sequence[int | str], flips: Sequence[bool], batch_input_shape: Sequence[int],
-               names: Iterable[str]) -> dict[str, Any]:
+               names: Iterable[str], device: torch.device | str = 'cpu') -> dict[str, Any]:
         if tuple(batch_input_shape) != self.input_shape:
             raise TeacherCacheError(f'{self.path} holds teacher outputs for {self.input_shape} inputs, this batch '
                                     f'is {tuple(batch_input_shape)}: a cache serves one fixed input size only')
@@ -113,7 +113,7 @@ class TeacherCache:
             raise TeacherCacheError(f'{self.path} has no entry for image ({missing[0]}, {missing[1]}) (image id, '
                                     'flipped): was it built on another training set?')
         rows = torch.tensor([self.index[k] for k in keys])
-        return {name: _gather(self.entries[name], rows) for name in names}
+        return {name: _gather(self.entries[name], rows, device) for name in names}
 
 
 def build_cache(model, batches: Iterable[tuple[Tensor, list]], signature: str, checkpoint: str | os.PathLike,
