@@ -11,8 +11,9 @@
 #                           https://download.pytorch.org/whl/<tag>, mmcv's CUDA ops compiled), or pypi (the plain
 #                           PyPI torch, CUDA bundled)
 #   PGD_TORCH_INDEX_URL=url override the wheel index used for torch (e.g. a local mirror)
-#   MMCV_WHEEL_DIR=dir      a directory holding a prebuilt mmcv-2.1.0 wheel for this Python/torch; without it mmcv is
-#                           compiled from the sdist with its C++ ops (~10 min on 2 cores)
+#   MMCV_WHEEL_DIR=dir      a directory holding a prebuilt mmcv-2.1.0 wheel for this Python/torch (default:
+#                           ../shared/wheels beside the checkout, when it exists); without one mmcv is compiled from
+#                           the sdist with its C++ ops (~10 min on 2 cores)
 #   PGD_FETCH_IMAGENET=1    also download the paper profile's ImageNet backbone files (ResNet-50 / 101 from
 #                           download.pytorch.org, MobileNetV2 from download.openmmlab.com, ~330 MB) into torch.hub's
 #                           cache ($TORCH_HOME/hub/checkpoints), so paper-profile runs start offline; without it the
@@ -81,6 +82,10 @@ if (( ! TORCH_CHANGED )) && installed mmcv "$MMCV_VERSION" && "$PY" -c 'import m
     log "mmcv $MMCV_VERSION with ops already installed"
 else
     WHEEL=""
+    if [[ -z "${MMCV_WHEEL_DIR:-}" && -d "$ROOT/../shared/wheels" ]]; then
+        MMCV_WHEEL_DIR="$(cd "$ROOT/../shared/wheels" && pwd)"
+        log "mmcv wheel dir: $MMCV_WHEEL_DIR (set MMCV_WHEEL_DIR to use another)"
+    fi
     if [[ -n "${MMCV_WHEEL_DIR:-}" ]]; then
         [[ -d "$MMCV_WHEEL_DIR" ]] || die "MMCV_WHEEL_DIR=$MMCV_WHEEL_DIR is not a directory"
         TAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
