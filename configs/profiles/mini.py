@@ -117,8 +117,8 @@ backbone = dict(
     # 1-3 frozen as R101's. A fifth cheaper step, and at least as strong a student at this data scale
     # (docs/mini-profile.md).
     r50=dict(init_cfg=dict(type='Pretrained', checkpoint=_pretrained + '/r50.pth'), frozen_stages=3, **_frozen_bn),
-    # R101 is only ever a teacher: stem + stages 1-3 frozen (only stage 4, the neck and the head train). A third
-    # cheaper step than with stage 1 frozen, so 900 teacher iterations cost what 600 did, and teachers are stronger.
+    # R101 is only ever a teacher: stem + stages 1-3 frozen (only stage 4, the neck and the head train), a step a
+    # third cheaper than with stage 1 frozen.
     # The backbone is pretrained on the detection sets' own renderer, so its frozen features already fit them;
     # the paper profile keeps the paper's stage 1 (ImageNet features do not fit COCO that closely).
     r101=dict(init_cfg=dict(type='Pretrained', checkpoint=_pretrained + '/r101.pth'), frozen_stages=3,
