@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         key = 'MR' if 'MR' in longer else 'AP'
         diff = longer[key] - dag[key] if key in dag else float('nan')
         better = -diff if key == 'MR' else diff          # MR: lower is better
+        verdict = 'n/a: the DAG run is not done' if key not in dag else 'yes' if better < 1.5 else 'no'
         print(f'{run:28s} {key} {dag.get(key, float("nan")):6.1f} -> {longer[key]:6.1f}  ({diff:+.1f}; converged by '
-              f'the 1.5-point rule: {"yes" if better < 1.5 else "no"})')
+              f'the 1.5-point rule: {verdict})')
     return 0
 
 

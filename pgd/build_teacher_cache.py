@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pgd.cli_common import parse_overrides, set_threads
 from pgd.errors import UserError, debug_enabled, report_user_error
-from pgd.teacher_inputs import CACHE_FILE, input_signature
+from pgd.teacher_inputs import CACHE_FILE, config_signature
 
 
 def _batches(model, dataset_cfg, batch_size: int):
@@ -63,12 +63,15 @@ def build(teacher_dir: Path, profile: str, out: Path, overrides: dict | None = N
     cfg = compose_config(run['detector'], student_backbone, profile, 'student', run.get('dataset', 'coco'),
                          method='pgd', teacher=str(teacher_dir), overrides=overrides)
     cfg.model.pop('teacher_cache', None)
-    signature = input_signature(cfg.train_dataloader.dataset.pipeline, cfg.model.student.data_preprocessor)
+    signature = config_signature(cfg)
+    dataset = cfg.train_dataloader.dataset
     model = MODELS.build(cfg.model)
     autocast = next((torch.bfloat16 for h in cfg.get('custom_hooks', [])
                      if h.get('type') == 'FeatureAutocastHook'), None)
     data = build_cache(model, _batches(model, cfg.train_dataloader.dataset, int(cfg.train_dataloader.batch_size)),
                        signature, checkpoint, autocast)
+    # for a reader of the file: which annotation file it was computed on (the signature names it relatively)
+    data['meta']['ann_file'] = str(Path(dataset.get('data_root', '')) / dataset.get('ann_file', ''))
     with atomic_path(out) as tmp:
         torch.save(data, tmp)
     return out

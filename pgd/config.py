@@ -377,7 +377,7 @@ def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: s
 
 def _use_teacher_cache(cfg: Config, detector: str) -> None:
     """Point a distilled run that runs its teacher at the teacher's cache, with the input signature it needs."""
-    from pgd.teacher_inputs import CACHE_FILE, input_signature
+    from pgd.teacher_inputs import CACHE_FILE, config_signature
 
     model = cfg.model
     guided = model.get('teacher_guided_assign', False)
@@ -388,7 +388,17 @@ def _use_teacher_cache(cfg: Config, detector: str) -> None:
         return   # a teacher built from a model config (tests): nothing to cache
     model['teacher_cache'] = dict(
         file=str(Path(teacher['checkpoint']).parent / CACHE_FILE),
-        input_signature=input_signature(cfg.train_dataloader.dataset.pipeline, model.student.data_preprocessor))
+        input_signature=config_signature(cfg))
+
+
+def _refresh_cache_signature(cfg: Config) -> None:
+    """After `--set` overrides: the signature of the input the run now has (an override of the pipeline, the
+    preprocessor or the training set must not read a cache built for another)."""
+    from pgd.teacher_inputs import config_signature
+
+    cache = cfg.model.get('teacher_cache') if isinstance(cfg.get('model'), dict) else None
+    if isinstance(cache, dict) and 'input_signature' in cache:
+        cache['input_signature'] = config_signature(cfg)
 
 
 def compose_config(detector: str, backbone: str, profile: str, role: str, dataset: str = 'coco',
@@ -469,4 +479,5 @@ def compose_config(detector: str, backbone: str, profile: str, role: str, datase
         cfg.pgd['recipe_rules'] = [r.get('name', '') for r in rules]
 
     apply_overrides(cfg, overrides)
+    _refresh_cache_signature(cfg)
     return cfg

@@ -1,8 +1,8 @@
 """Exact resume: a mini-profile training SIGKILLed after a random iteration and resumed with `pgd train --resume`
 ends bit for bit where the uninterrupted run of the same seed ends: the same weights in model.pth, the same logged
 losses at every iteration, the same metrics.json. For the R101 teacher (multi-scale resize and flip, checkpoints
-every quarter run in the mini profile) and the PGD student distilled from it (checkpoints forced on here: mini
-students keep none). docs/pipeline.md says why mmengine's resume is exact here."""
+every quarter run in the mini profile) and the PGD student distilled from it, reading the teacher's cached outputs
+(checkpoints forced on here: mini students keep none). docs/pipeline.md says why mmengine's resume is exact here."""
 from __future__ import annotations
 
 import json
@@ -124,4 +124,8 @@ def test_distilled_student_resumes_exactly(root):
     teacher = root / "runs" / f"{TEACHER}_ref"
     if not (teacher / "model.pth").is_file():       # run alone: train the teacher it distils from
         _interrupt_and_compare(root, TEACHER)
+    if not (teacher / "teacher_cache.pt").is_file():    # mini students read the teacher's outputs from its cache
+        subprocess.run([sys.executable, "-m", "pgd.cli", "teacher-cache", "--teacher-dir", str(teacher),
+                        "--set", f"data_root={root / 'data'}"], cwd=root, env=_env(), check=True,
+                       capture_output=True, timeout=600)
     _interrupt_and_compare(root, STUDENT, "--teacher-dir", str(teacher))

@@ -185,7 +185,8 @@ def test_slice_through_slurm_profile(cluster, tmp_path):
     for jid, rule in sorted(rule_of.items(), key=lambda kv: int(kv[0])):
         by_rule.setdefault(rule, []).append(jid)
     assert {r: len(j) for r, j in by_rule.items()} == {
-        "data_coco": 1, "pretrain_backbone": 1, "pretrain_backbone_r101": 1, "train_teacher": 1, "train_student": 2}
+        "data_coco": 1, "pretrain_backbone": 1, "pretrain_backbone_r101": 1, "train_teacher": 1, "teacher_cache": 1,
+        "train_student": 2}
 
     done = _jobcomp(state)
     for rule, jids in by_rule.items():

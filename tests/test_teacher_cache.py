@@ -172,6 +172,21 @@ def test_mini_students_read_their_teachers_cache_and_the_digest_ignores_its_loca
     assert digest(run_recipe(moved, teacher_digest='d')) == digest(run_recipe(cfg('pgd'), teacher_digest='d'))
 
 
+def test_the_signature_follows_overrides_of_the_input_and_the_training_set_but_not_its_location():
+    from pgd.config import compose_config
+
+    def sig(*overrides):
+        sets = dict(o.split('=', 1) for o in overrides)
+        return compose_config('atss', 'r50', 'mini', 'student', method='pgd', teacher='/runs/t',
+                              overrides=sets).model.teacher_cache.input_signature
+
+    base = sig()
+    assert sig('data_root=/elsewhere/synth_coco/') == base                 # the same set, moved
+    assert sig('train_dataloader.dataset.ann_file=annotations/other.json') != base
+    assert sig('model.student.data_preprocessor.mean=[0,0,0]') != base
+    assert sig('train_dataloader.dataset.pipeline.2.scale=(160,96)') != base
+
+
 def test_string_image_ids_as_crowdhuman_has_them(tmp_path):
     """CrowdHumanDataset's img_id is a string ('000001,train'): the cache keys and looks them up as such."""
     _, _, inputs, samples, cache = cached_setup(tmp_path, relabel=lambda i: dict(img_id=f'{i:06d},train'))

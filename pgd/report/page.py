@@ -18,7 +18,7 @@ from pgd.config import DISTILLER_KEYS
 from pgd.matrix import FIGURES, TABLES, Matrix, check_seeds, load_matrix, run_dir
 from pgd.provenance import StaleRunsError, check_stale, run_commits
 from pgd.report.shape import shape_markdown
-from pgd.report.significance import orderings
+from pgd.report.significance import CONTROL_ROW, orderings
 from pgd.report.tables import SPECS, cell_frame, to_markdown
 
 FIGURE_CAPTIONS = {
@@ -136,7 +136,7 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
     lines = [f"# PGD reproduction: `{profile}` profile", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from `configs/experiments.yaml` "
              f"({len(matrix)} runs; the profile's seeds {seeds} plus each row's own: a cell with several seeds shows "
-             "mean ± sample std, n is the seed count, * marks a gain beyond two standard errors). "
+             "mean ± sample std, n is the seed count, * marks a significant gain: beyond the 95 % t quantile of standard errors of the block's pooled seed std). "
              "COCO metrics are AP x 100 on the val split; CrowdHuman: MR (lower is better), AP, JI. "
              "Gains in parentheses are over the block's student (Table 4: the self-distillation S & T), computed "
              "from the displayed values. Each table is followed by the paper's own numbers "
@@ -157,9 +157,10 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
             continue
         df = read_tidy_csv(csv)
         lines += ["**Ours**", "", to_markdown(tid, df, "ours"), ""]
-        lines += ["**What the seeds resolve** (a difference counts beyond two standard errors of the block's "
+        lines += ["**What the seeds resolve** (a difference counts beyond the 95 % t quantile of standard errors of the block's "
                   "pooled seed std; `pgd.report.significance`)", ""]
-        lines += [f"- {s}" for s in orderings(df, "MR" if "MR" in spec.metrics else spec.metrics[0])] + [""]
+        refs = (spec.baseline or "Student", CONTROL_ROW)     # Table 4's baseline is its S & T row
+        lines += [f"- {s}" for s in orderings(df, "MR" if "MR" in spec.metrics else spec.metrics[0], refs)] + [""]
         lines += ["**Paper**", "", to_markdown(tid, df, "paper"), ""]
         if df["paper"].notna().any() and {"Teacher", "Student"} <= set(df["row"]):
             main = "AP" if "AP" in spec.metrics else spec.metrics[0]

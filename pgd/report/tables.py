@@ -50,10 +50,10 @@ METRIC_MD = {"AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": 
 CHECK = r"$\checkmark$"
 # a cell whose runs were computed with another configuration than the current one (`--allow-stale`)
 STALE_LATEX, STALE_MD = r"$^{\dagger}$", " †"
-# a gain beyond two standard errors of its block's pooled seed std (pgd.report.significance)
+# a significant gain over the block's baseline row (pgd.report.significance: a two-sided 95 % t test on the pooled seed std)
 SIG_LATEX, SIG_MD = r"$^{*}$", "*"
-SIG_NOTE = ("n: seeds per row; $\\pm$: sample std over them; $^{*}$: a gain beyond two standard errors of the "
-            "block's pooled seed std (no mark where the block has no row at two or more seeds).")
+SIG_NOTE = ("n: seeds per row; $\\pm$: sample std over them; $^{*}$: a gain beyond $t_{0.975}$ standard errors of "
+            "the block's pooled seed std (no mark where the block has no row at two or more seeds).")
 
 
 class TableError(UserError, ValueError):
@@ -203,7 +203,7 @@ def _gains(values: pd.Series, spec: TableSpec) -> pd.Series:
 
 def fmt_value(mean: float, std: float = float("nan"), gain: float = float("nan"), latex: bool = True,
               sig: bool = False) -> str:
-    """``mean±std (gain)``; ``sig`` marks the gain beyond two standard errors of the block's seed noise."""
+    """``mean±std (gain)``; ``sig`` marks a significant gain (pgd.report.significance)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "--"
     s = f"{mean:.1f}"

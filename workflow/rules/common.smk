@@ -184,7 +184,7 @@ TRAINED = ".trained"
 # Every run's digest under the current configuration: a param of the training rules, so an edit that changes what
 # a run composes to (its matrix row, the profile, its method config, its teacher's recipe...) reruns exactly that
 # run and everything downstream; an edit that changes no composition (another row, a comment) reruns nothing.
-from pgd.provenance import Settings, TRAIN_ARGS_ENV, expected_digests
+from pgd.provenance import Settings, TRAIN_ARGS_ENV, expected_digests, train_overrides
 from pgd.teacher_inputs import CACHE_FILE as TEACHER_CACHE
 
 # what `pgd table` / `pgd report` need to recompute the same digests (teacher_env() also checks teacher_iters)
@@ -221,6 +221,21 @@ def train_inputs(wildcards):
 def reads_teacher_cache(name):
     """Whether the run's composed config reads its teacher's outputs from a cache (profile key teacher_cache)."""
     return "teacher_cache" in EXPECTED[name].recipe["config"]["model"]
+
+
+def cache_signatures(teacher_name):
+    """The input signatures of the runs that read this teacher's cache: a param of rule teacher_cache, so an edit
+    of the students' pipeline, preprocessor or training set rebuilds it (the taps it holds are checked when a
+    student loads it)."""
+    return sorted({EXPECTED[n].recipe["config"]["model"]["teacher_cache"]["input_signature"]
+                   for n, inst in INSTANCES.items()
+                   if (t := RUNS_MATRIX.teacher_of(inst)) is not None and t.name == teacher_name
+                   and reads_teacher_cache(n)})
+
+
+def set_args(args):
+    """Only the `--set KEY=VALUE` words of an argument string (`pgd teacher-cache` takes no other train flag)."""
+    return " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in train_overrides(args).items())
 
 
 # ------------------------------------------------------------------ tables and figures

@@ -42,10 +42,12 @@ rule teacher_cache:
     params:
         work_dir=lambda w: run_path(w.run),
         data_root=lambda w: data_root_arg(INSTANCES[w.run].run.dataset),
+        extra=set_args(config["train_args"]),
+        signatures=lambda w: cache_signatures(w.run),
     priority: 10
     threads: res("teacher_cache", "threads")
     resources: **resources_of("teacher_cache")
     log: f"{LOGS}/teacher_cache/{{run}}.log"
     shell:
         f"{ENV} PGD_THREADS={{threads}} {PGD} teacher-cache --teacher-dir {{params.work_dir}} --profile {PROFILE} "
-        f"{{params.data_root}} > {{log}} 2>&1"
+        f"{{params.data_root}} {{params.extra}} > {{log}} 2>&1"
