@@ -17,6 +17,7 @@ import pandas as pd
 from pgd.config import DISTILLER_KEYS
 from pgd.matrix import FIGURES, TABLES, Matrix, check_seeds, load_matrix, run_dir
 from pgd.provenance import StaleRunsError, check_stale, run_commits
+from pgd.report.regime import regime_warnings
 from pgd.report.shape import shape_markdown
 from pgd.report.significance import CONTROL_ROW, orderings
 from pgd.report.tables import SPECS, cell_frame, to_markdown
@@ -156,9 +157,14 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
             lines += [f"*{csv} not built yet.*", ""]
             continue
         df = read_tidy_csv(csv)
+        warnings = regime_warnings(df, "AP" if "AP" in spec.metrics else spec.metrics[0], tid)
+        if warnings:
+            lines += ["> **Outside the paper's regime** (`pgd.report.regime`, docs/protocol.md): these blocks cannot "
+                      "show what the paper's show, whatever their numbers.", ">"]
+            lines += [f"> - {w}" for w in warnings] + [""]
         lines += ["**Ours**", "", to_markdown(tid, df, "ours"), ""]
-        lines += ["**What the seeds resolve** (a difference counts beyond the 95 % t quantile of standard errors of the block's "
-                  "pooled seed std; `pgd.report.significance`)", ""]
+        lines += ["**What the seeds resolve** (a difference counts beyond the 95 % t quantile of standard errors of "
+                  "the block's pooled seed std; `pgd.report.significance`)", ""]
         refs = (spec.baseline or "Student", CONTROL_ROW)     # Table 4's baseline is its S & T row
         lines += [f"- {s}" for s in orderings(df, "MR" if "MR" in spec.metrics else spec.metrics[0], refs)] + [""]
         lines += ["**Paper**", "", to_markdown(tid, df, "paper"), ""]
