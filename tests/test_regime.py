@@ -36,3 +36,10 @@ def test_mobilenet_table_asks_for_055_and_mr_is_lower_is_better():
     assert block_problems(crowd, "MR", 0.7) == [
         "the teacher is +2.0 MR from its student (at least 3 asked)",
         "Inherit only (69.0) reaches the teacher (70.0): the teacher is no target to distil toward"]
+
+
+def test_the_control_is_checked_before_the_student_has_run():
+    df = _tidy([("ATSS", "Teacher", 58.3), ("ATSS", "Student", float("nan")), ("ATSS", "Inherit only", 58.5)])
+    assert regime_warnings(df, "AP", "t1") == [
+        "**ATSS**: Inherit only (58.5) reaches the teacher (58.3): the teacher is no target to distil toward."]
+    assert regime_warnings(_tidy([("ATSS", "Student", 40.0)]), "AP", "t1") == []    # no teacher: nothing to check
