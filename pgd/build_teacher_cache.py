@@ -29,6 +29,11 @@ def _batches(model, dataset_cfg, batch_size: int):
         flips = [t for t in cfg.pipeline if t.get('type') == 'RandomFlip']
         if len(flips) != 1:
             raise UserError(f'teacher cache: the students\' train pipeline must hold one RandomFlip, has {len(flips)}')
+        direction = flips[0].get('direction', 'horizontal')
+        if not isinstance(direction, str):
+            # with several directions a flipped sample could be either one: (image, flip) would not name it
+            raise UserError(f'teacher cache: the students\' RandomFlip has directions {direction}; a cache needs '
+                            'one direction (or drop the profile\'s teacher_cache)')
         flips[0]['prob'] = 1.0 if flip else 0.0
         dataset = DATASETS.build(cfg)
         for start in range(0, len(dataset), batch_size):

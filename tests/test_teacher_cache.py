@@ -131,6 +131,31 @@ def test_cache_refuses_what_it_does_not_fit(tmp_path):
         TeacherCache.load(tmp_path / 'none.pt')
 
 
+def test_the_teacher_is_named_by_content_not_by_timestamps(tmp_path):
+    import hashlib
+    import os
+
+    from pgd.models.teacher_cache import teacher_stamp
+
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'weights')
+    stamp = teacher_stamp(ckpt)
+    assert stamp == dict(size=7, sha256=hashlib.sha256(b'weights').hexdigest())
+    os.utime(ckpt, (0, 0))                               # copied / touched: the same teacher
+    assert teacher_stamp(ckpt) == stamp
+
+
+def test_a_cache_needs_one_flip_direction():
+    from mmengine.config import ConfigDict
+
+    from pgd.build_teacher_cache import _batches
+    from pgd.errors import UserError
+
+    cfg = ConfigDict(pipeline=[dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical'])])
+    with pytest.raises(UserError, match='needs one direction'):
+        next(_batches(None, cfg, 1))
+
+
 def test_control_never_loads_a_cache(tmp_path):
     """A control (no KD loss) has no teacher pass: its teacher_cache is ignored, even a missing file."""
     torch.manual_seed(0)

@@ -13,10 +13,11 @@ of samples together; the convolutions give each sample the same result up to the
 in bf16 where that loses nothing (trunk outputs under bf16 autocast are bf16 values), else in fp32.
 
 The file records what it was built for (the student's input pipeline and preprocessor, the teacher checkpoint's
-size and modification time, the taps); a distiller refuses a cache built for another input or lacking a tap.
+content hash, the taps); a distiller refuses a cache built for another input or lacking a tap.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,17 +28,21 @@ from torch import Tensor
 from pgd.errors import ConfigError, UserError
 from pgd.teacher_inputs import CACHE_FILE, input_signature  # noqa: F401  (re-exported)
 
-FORMAT = 1
+FORMAT = 2          # 2: the teacher checkpoint named by its sha256 (1: size and mtime)
 
 
 class TeacherCacheError(UserError, RuntimeError):
     """A teacher cache that does not fit the run (another input pipeline, a missing tap, an image not in it)."""
 
 
-def teacher_stamp(checkpoint: str | os.PathLike) -> dict[str, int]:
-    """Identifies the teacher checkpoint the cache was computed from (a retrained teacher invalidates it)."""
-    st = Path(checkpoint).stat()
-    return dict(size=st.st_size, mtime_ns=st.st_mtime_ns)
+def teacher_stamp(checkpoint: str | os.PathLike) -> dict[str, int | str]:
+    """Identifies the teacher checkpoint the cache was computed from by its content (a retrained teacher
+    invalidates the cache; a copied or moved one, with new timestamps, does not). ~0.2 s for an R101 model.pth."""
+    digest = hashlib.sha256()
+    with open(checkpoint, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            digest.update(block)
+    return dict(size=Path(checkpoint).stat().st_size, sha256=digest.hexdigest())
 
 
 def _compact(t: Tensor) -> Tensor:
