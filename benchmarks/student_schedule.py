@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outside_dag import REPO, train_outside_dag  # noqa: E402
 
 
 def schedule_overrides(iters: int) -> list[str]:
@@ -33,20 +32,8 @@ def schedule_overrides(iters: int) -> list[str]:
 
 
 def train(run: str, iters: int, seed: int, results: Path) -> Path:
-    work = results / 'mini' / 'schedule' / f'{run}_it{iters}_s{seed}'
-    if (work / 'metrics.json').is_file():
-        return work
-    data = {'coco': results / 'data' / 'synth_coco', 'crowdhuman': results / 'data' / 'synth_crowd'}
-    dataset = 'crowdhuman' if 'crowd' in run else 'coco'
-    cmd = [sys.executable, '-m', 'pgd.cli', 'train', '--run', run, '--profile', 'mini', '--work-dir', str(work),
-           '--seed', str(seed), '--eval', '--no-mlflow', '--threads', '1', '--resume', '--results', str(results),
-           '--set', f'data_root={data[dataset].resolve()}/',
-           '--set', f'pretrained_dir={(results / "mini" / "pretrained").resolve()}', *schedule_overrides(iters)]
-    work.mkdir(parents=True, exist_ok=True)
-    with open(work / 'train.log', 'w') as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                       env={**os.environ, 'PGD_THREADS': '1'})
-    return work
+    return train_outside_dag(run, results / 'mini' / 'schedule' / f'{run}_it{iters}_s{seed}', results,
+                             ['--seed', str(seed), *schedule_overrides(iters)])
 
 
 def main(argv: list[str] | None = None) -> int:

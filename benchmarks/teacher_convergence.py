@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outside_dag import REPO, train_outside_dag  # noqa: E402
 
 
 def profile_teacher_iters() -> int:
@@ -28,20 +27,8 @@ def profile_teacher_iters() -> int:
 
 
 def train(run: str, iters: int, results: Path, factor: float) -> Path:
-    work = results / 'mini' / 'convergence' / f'{run}_x{factor:g}'
-    if (work / 'metrics.json').is_file():
-        return work
-    data = {'coco': results / 'data' / 'synth_coco', 'crowdhuman': results / 'data' / 'synth_crowd'}
-    dataset = 'crowdhuman' if 'crowd' in run else 'coco'
-    env = {**os.environ, 'PGD_MINI_TEACHER_ITERS': str(iters), 'PGD_THREADS': '1'}
-    cmd = [sys.executable, '-m', 'pgd.cli', 'train', '--run', run, '--profile', 'mini', '--work-dir', str(work),
-           '--eval', '--no-mlflow', '--threads', '1', '--resume', '--results', str(results),
-           '--set', f'data_root={data[dataset].resolve()}/',
-           '--set', f'pretrained_dir={(results / "mini" / "pretrained").resolve()}']
-    work.mkdir(parents=True, exist_ok=True)
-    with open(work / 'train.log', 'w') as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-    return work
+    return train_outside_dag(run, results / 'mini' / 'convergence' / f'{run}_x{factor:g}', results,
+                             env={'PGD_MINI_TEACHER_ITERS': str(iters)})
 
 
 def main(argv: list[str] | None = None) -> int:

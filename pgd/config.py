@@ -377,7 +377,7 @@ def _distill_model(student: ConfigDict, detector: str, backbone: str, dataset: s
 
 def _use_teacher_cache(cfg: Config, detector: str) -> None:
     """Point a distilled run that runs its teacher at the teacher's cache, with the input signature it needs."""
-    from pgd.teacher_inputs import CACHE_FILE, config_signature
+    from pgd.teacher_inputs import CACHE_FILE
 
     model = cfg.model
     guided = model.get('teacher_guided_assign', False)
@@ -386,14 +386,13 @@ def _use_teacher_cache(cfg: Config, detector: str) -> None:
     teacher = model.get('teacher')
     if not teacher or 'checkpoint' not in teacher:
         return   # a teacher built from a model config (tests): nothing to cache
-    model['teacher_cache'] = dict(
-        file=str(Path(teacher['checkpoint']).parent / CACHE_FILE),
-        input_signature=config_signature(cfg))
+    # the signature is filled in after the --set overrides (_refresh_cache_signature), once
+    model['teacher_cache'] = dict(file=str(Path(teacher['checkpoint']).parent / CACHE_FILE), input_signature=None)
 
 
 def _refresh_cache_signature(cfg: Config) -> None:
-    """After `--set` overrides: the signature of the input the run now has (an override of the pipeline, the
-    preprocessor or the training set must not read a cache built for another)."""
+    """The cache's input signature, from the input the run has after its `--set` overrides (an override of the
+    pipeline, the preprocessor or the training set must not read a cache built for another)."""
     from pgd.teacher_inputs import config_signature
 
     cache = cfg.model.get('teacher_cache') if isinstance(cfg.get('model'), dict) else None

@@ -1,0 +1,27 @@
+"""Train and evaluate one matrix run of the mini profile outside the DAG, from the DAG's data and pretrained
+backbones (benchmarks/teacher_convergence.py, benchmarks/student_schedule.py). One torch thread, no MLflow; a run
+directory that already holds metrics.json is kept."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_outside_dag(run: str, work: Path, results: Path, extra: list[str] = (), env: dict | None = None) -> Path:
+    if (work / 'metrics.json').is_file():
+        return work
+    data = {'coco': results / 'data' / 'synth_coco', 'crowdhuman': results / 'data' / 'synth_crowd'}
+    dataset = 'crowdhuman' if 'crowd' in run else 'coco'
+    cmd = [sys.executable, '-m', 'pgd.cli', 'train', '--run', run, '--profile', 'mini', '--work-dir', str(work),
+           '--eval', '--no-mlflow', '--threads', '1', '--resume', '--results', str(results),
+           '--set', f'data_root={data[dataset].resolve()}/',
+           '--set', f'pretrained_dir={(results / "mini" / "pretrained").resolve()}', *extra]
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / 'train.log', 'w') as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                       env={**os.environ, 'PGD_THREADS': '1', **(env or {})})
+    return work
