@@ -11,6 +11,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def add_override_args(parser) -> None:
+    """`--set KEY=VALUE` (repeatable) changes the recipe under test; `--tag` names the variant in the work dir."""
+    parser.add_argument('--set', dest='sets', action='append', default=[], metavar='KEY=VALUE',
+                        help='a `pgd train --set` override of the run (e.g. optim_wrapper.optimizer.lr=0.003)')
+    parser.add_argument('--tag', default='', help='suffix of the work dirs, required with --set so that a variant '
+                        'never reuses the plain recipe\'s results')
+
+
+def override_words(parser, args) -> tuple[list[str], str]:
+    """The `--set` words and the work-dir suffix of a parsed `add_override_args` command line."""
+    if args.sets and not args.tag:
+        parser.error('--set needs --tag NAME: the variant\'s runs get their own work dirs')
+    if args.tag and not args.tag.replace('-', '').replace('.', '').replace('_', '').isalnum():
+        parser.error(f'--tag {args.tag!r}: use letters, digits, ".", "-" and "_" only')
+    return [w for kv in args.sets for w in ('--set', kv)], (f'_{args.tag}' if args.tag else '')
+
+
 def train_outside_dag(run: str, work: Path, results: Path, extra: list[str] = (), env: dict | None = None) -> Path:
     if (work / 'metrics.json').is_file():
         return work

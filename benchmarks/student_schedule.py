@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from outside_dag import REPO, train_outside_dag  # noqa: E402
+from outside_dag import REPO, add_override_args, override_words, train_outside_dag  # noqa: E402
 
 
 def schedule_overrides(iters: int) -> list[str]:
@@ -31,9 +31,9 @@ def schedule_overrides(iters: int) -> list[str]:
     return [w for k, v in sets.items() for w in ('--set', f'{k}={v}')]
 
 
-def train(run: str, iters: int, seed: int, results: Path) -> Path:
-    return train_outside_dag(run, results / 'mini' / 'schedule' / f'{run}_it{iters}_s{seed}', results,
-                             ['--seed', str(seed), *schedule_overrides(iters)])
+def train(run: str, iters: int, seed: int, results: Path, extra: list[str] = (), tag: str = '') -> Path:
+    return train_outside_dag(run, results / 'mini' / 'schedule' / f'{run}_it{iters}_s{seed}{tag}', results,
+                             ['--seed', str(seed), *schedule_overrides(iters), *extra])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,14 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--seeds', nargs='+', type=int, default=[0])
     p.add_argument('--results', type=Path, default=REPO / 'results', help='the DAG\'s results root')
     p.add_argument('--jobs', type=int, default=2)
+    add_override_args(p)
     a = p.parse_args(argv)
+    extra, tag = override_words(p, a)
     matrix = load_matrix()
     for run in a.runs:
         if matrix[run].method is not None:
             p.error(f'{run} is a distilled run; this benchmark trains plain students (no teacher)')
     jobs = list(itertools.product(a.runs, a.iters, a.seeds))
     with ThreadPoolExecutor(a.jobs) as pool:
-        dirs = list(pool.map(lambda j: train(*j, a.results), jobs))
+        dirs = list(pool.map(lambda j: train(*j, a.results, extra, tag), jobs))
     for (run, iters, seed), work in zip(jobs, dirs):
         rec = json.loads((work / 'metrics.json').read_text())
         key = 'MR' if 'MR' in rec else 'AP'

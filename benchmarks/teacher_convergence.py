@@ -7,6 +7,9 @@ iterations ($PGD_MINI_TEACHER_ITERS), from the same pretrained backbone and data
 metrics.json. Runs go two at a time (one torch thread each), as in the DAG. Outside the DAG: its runs feed no table.
 
     .venv/bin/python benchmarks/teacher_convergence.py --runs atss_r101_teacher fcos_r101_teacher
+
+`--factor 1 --set KEY=VALUE --tag NAME` trains a variant of the recipe (e.g. another learning rate) at the DAG's
+own length, into `<run>_x1_NAME/`, and prints it beside the DAG's run.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from outside_dag import REPO, train_outside_dag  # noqa: E402
+from outside_dag import REPO, add_override_args, override_words, train_outside_dag  # noqa: E402
 
 
 def profile_teacher_iters() -> int:
@@ -26,8 +29,8 @@ def profile_teacher_iters() -> int:
     return int(compose_config('atss', 'r101', 'mini', 'teacher').train_cfg.max_iters)
 
 
-def train(run: str, iters: int, results: Path, factor: float) -> Path:
-    return train_outside_dag(run, results / 'mini' / 'convergence' / f'{run}_x{factor:g}', results,
+def train(run: str, iters: int, results: Path, factor: float, extra: list[str] = (), tag: str = '') -> Path:
+    return train_outside_dag(run, results / 'mini' / 'convergence' / f'{run}_x{factor:g}{tag}', results, extra,
                              env={'PGD_MINI_TEACHER_ITERS': str(iters)})
 
 
@@ -37,12 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--factor', type=float, default=1.5, help='schedule multiple (default %(default)s)')
     p.add_argument('--results', type=Path, default=REPO / 'results', help='the DAG\'s results root')
     p.add_argument('--jobs', type=int, default=2)
+    add_override_args(p)
     a = p.parse_args(argv)
+    extra, tag = override_words(p, a)
     base = profile_teacher_iters()
     iters = round(base * a.factor)
     with ThreadPoolExecutor(a.jobs) as pool:
-        dirs = list(pool.map(lambda r: train(r, iters, a.results, a.factor), a.runs))
-    print(f'teacher iterations: {base} (the DAG) vs {iters} (x{a.factor:g})')
+        dirs = list(pool.map(lambda r: train(r, iters, a.results, a.factor, extra, tag), a.runs))
+    print(f'teacher iterations: {base} (the DAG) vs {iters} (x{a.factor:g})'
+          + (f'; the longer runs with {" ".join(a.sets)}' if a.sets else ''))
     for run, work in zip(a.runs, dirs):
         longer = json.loads((work / 'metrics.json').read_text())
         dag_file = a.results / 'mini' / 'runs' / run / 'metrics.json'

@@ -86,6 +86,9 @@ def run_recipe(cfg: Mapping[str, Any], pretrain: Mapping[str, Any] | None = None
     d = to_plain(cfg.to_dict() if hasattr(cfg, "to_dict") else copy.deepcopy(dict(cfg)))
     for key in ("work_dir", "run_info"):
         d.pop(key, None)
+    # the matrix row's method_overrides as written: their effect is in the model config already, and a row that
+    # only restates a default (init_student: false for a method that never inherits) is the same run
+    (d.get("pgd") or {}).pop("method_overrides", None)
     for root in _data_roots(d):
         d = _replace_prefix(d, root, DATA_ROOT)
     for key in ("train_dataloader", "val_dataloader", "test_dataloader"):

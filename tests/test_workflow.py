@@ -92,8 +92,42 @@ def test_mini_all(tmp_path, m):
 
 def test_paper_all(tmp_path, m, paper_roots):
     counts = dry(results=tmp_path, config=paper_roots)
-    assert counts == Counter(expected_all(m, [0, 1, 2]))       # real data: no data jobs; students x 3 seeds
-    assert counts["train_student"] == 3 * 97 and "teacher_cache" not in counts
+    # real data: no data jobs; students x 3 seeds. The "no inherit" rows of the five methods that never inherit
+    # in the paper profile, and the code-normalisation PGD rows (the paper profile's default), compose to their
+    # Table 1 runs: linked to them, not trained again (rule link_run)
+    linked = 3 * (5 + 4)          # x 3 seeds: ATSS DeFeat FRS FGFI FKD + pgd_code, FCOS DeFeat FRS FKD + pgd_code
+    exp = expected_all(m, [0, 1, 2])
+    exp.update(train_student=exp["train_student"] - linked, link_run=linked)
+    assert counts == Counter(exp)
+    assert counts["train_student"] == 3 * 97 - linked and "teacher_cache" not in counts
+
+
+def test_runs_that_compose_alike_train_once(m, paper_roots):
+    """Instances with equal digests: the first in matrix order trains, the others are exactly the ones that only
+    restate a default (pgd.provenance drops the row's method_overrides as written)."""
+    import collections
+
+    from pgd.provenance import expected_digests
+
+    roots = dict(kv.split("=", 1) for kv in paper_roots[:2])
+    env = {"PGD_COCO_ROOT": roots["coco_root"], "PGD_CROWDHUMAN_ROOT": roots["crowdhuman_root"]}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        groups = collections.defaultdict(list)
+        for name, e in expected_digests(m, [0], "paper").items():
+            groups[e.digest].append(name)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    same = sorted(tuple(sorted(g)) for g in groups.values() if len(g) > 1)
+    # rows with seeds [0, 1, 2] pair up at every seed; the seed-0 pairs:
+    same = [g for g in same if not any(n.endswith(("_s1", "_s2")) for n in g)]
+    assert same == sorted([("atss_r50_defeat", "atss_r50_defeat_noinherit"), ("atss_r50_frs", "atss_r50_frs_noinherit"),
+                           ("atss_r50_fgfi", "atss_r50_fgfi_noinherit"), ("atss_r50_fkd", "atss_r50_fkd_noinherit"),
+                           ("atss_r50_pgd", "atss_r50_pgd_code"), ("fcos_r50_defeat", "fcos_r50_defeat_noinherit"),
+                           ("fcos_r50_frs", "fcos_r50_frs_noinherit"), ("fcos_r50_fkd", "fcos_r50_fkd_noinherit"),
+                           ("fcos_r50_pgd", "fcos_r50_pgd_code")])
 
 
 @pytest.mark.parametrize("target,table", [("table5", "t5"), ("table3", "t3"), ("table6_alpha", "t6a"),
@@ -329,3 +363,47 @@ def test_extras_target_trains_and_tabulates_the_extra_methods(tmp_path):
     assert "loss_pkd" in (out / "logs" / "train" / "atss_r50_pkd.log").read_text()
     (tmp_path / "other").mkdir()
     assert "atss_r50_pkd" not in snakemake("-n", results=tmp_path / "other").stdout    # not part of `all`
+
+
+@pytest.mark.slow   # ~1 min: tiny data, 1-iteration pretraining, one 4-iteration training
+def test_a_run_that_composes_alike_is_linked_not_trained(tmp_path):
+    """Two matrix rows that compose to the same recipe (here a copy of the plain ATSS student under another id):
+    one training job, the copy's run dir a link to it, its metrics and provenance read under its own name, and
+    `pgd status` calls both done."""
+    from pgd.provenance import Settings, expected_digests
+
+    with open(REPO / "configs" / "experiments.yaml") as f:
+        row = next(r for r in yaml.safe_load(f)["runs"] if r["id"] == "atss_r50_student")
+    row.pop("seeds", None)
+    copy = {**row, "id": "atss_r50_student_copy", "cells": [{"table": "t1", "block": "ATSS", "row": "Inherit only"}]}
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump({"runs": [row, copy]}))
+    train_args = "--set train_cfg.max_iters=4"
+    cfg = {"matrix": str(tmp_path / "matrix.yaml"), "results": str(tmp_path / "results"),
+           "data": {"generate": True, "coco_args": "--seed 0 --num-train 8 --num-val 4 --image-size 64",
+                    "crowdhuman_args": "--seed 0 --num-train 4 --num-val 2 --image-size 64"},
+           "train_args": train_args, "pretrain_args": "--iters 1 --eval-images 8",
+           "resources": {"train_student": {"threads": 1}}}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "results" / "mini"
+    targets = [str(out / "runs" / n / "metrics.json") for n in ("atss_r50_student", "atss_r50_student_copy")]
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                       str(tmp_path / "test.yaml"), "--cores", "2", *targets]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:] + _failed_job_logs(out)
+    counts = job_counts(p.stdout + p.stderr)
+    assert (counts["train_student"], counts["link_run"]) == (1, 1)
+    link = out / "runs" / "atss_r50_student_copy"
+    assert link.is_symlink() and os.readlink(link) == "atss_r50_student"
+    assert not (out / "logs" / "train" / "atss_r50_student_copy.log").exists()
+    expected = expected_digests(load_matrix(tmp_path / "matrix.yaml"), [0], "mini", Settings(train_args=train_args))
+    assert expected["atss_r50_student"].digest == expected["atss_r50_student_copy"].digest
+    assert json.loads((link / "metrics.json").read_text())["provenance"]["digest"] == expected[
+        "atss_r50_student_copy"].digest
+    again = subprocess.run(cmd + ["-n"], capture_output=True, text=True, timeout=600, env=env)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    status = subprocess.run([sys.executable, "-m", "pgd.cli", "status", "--directory", str(tmp_path), "--config",
+                             f"results={tmp_path / 'results'}", f"matrix={tmp_path / 'matrix.yaml'}",
+                             f"train_args={train_args}"], capture_output=True, text=True, env=env, timeout=300)
+    states = dict(line.split()[:2] for line in status.stdout.splitlines()[:-1])
+    assert states["atss_r50_student"] == states["atss_r50_student_copy"] == "done", status.stdout

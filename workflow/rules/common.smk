@@ -36,8 +36,6 @@ def _alternation(names):
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!)"
 
 
-TEACHER_RE = _alternation(i.name for i in TEACHERS)
-STUDENT_RE = _alternation(i.name for i in STUDENTS)
 RUN_RE = _alternation(INSTANCES)
 COCO_TEACHER_RE = _alternation(i.name for i in COCO_TEACHERS)
 TABLE_STEMS = {stem: tid for tid, (stem, _) in TABLES.items()}   # the paper's tables: what `all` renders
@@ -196,14 +194,31 @@ except UserError as err:
     sys.exit(report_user_error("snakemake", err))
 
 
+# Instances that compose to the same recipe (equal digests: in the paper profile, the "no inherit" rows of methods
+# that never inherit are their Table 1 rows) train once: the first in matrix order trains, the others' run dirs are
+# links to its dir (rule link_run), so each table cell still reads its own run name.
+_first_of_digest = {}
+TRAINED_AS = {n: _first_of_digest.setdefault(EXPECTED[n].digest, n) for n in INSTANCES}
+LINKED = {n: t for n, t in TRAINED_AS.items() if n != t}
+TEACHER_RE = _alternation(i.name for i in TEACHERS if i.name not in LINKED)
+STUDENT_RE = _alternation(i.name for i in STUDENTS if i.name not in LINKED)
+LINKED_RE = _alternation(LINKED)
+
+
+def teacher_dir(inst):
+    """The directory of the instance's teacher (where it was trained, for a linked teacher), or None."""
+    teacher = RUNS_MATRIX.teacher_of(inst)
+    return run_path(TRAINED_AS[teacher.name]) if teacher else None
+
+
 def train_params(name):
     inst = INSTANCES[name]
-    teacher = RUNS_MATRIX.teacher_of(inst)
+    teacher = teacher_dir(inst)
     return dict(
         run_id=inst.run.id,
         seed=inst.seed,
         work_dir=run_path(name),
-        teacher=f"--teacher-dir {run_path(teacher.name)}" if teacher else "",
+        teacher=f"--teacher-dir {teacher}" if teacher else "",
         data_root=data_root_arg(inst.run.dataset),
         pretrained=pretrained_arg(),
         digest=EXPECTED[name].digest,
@@ -212,10 +227,10 @@ def train_params(name):
 
 def train_inputs(wildcards):
     inst = INSTANCES[wildcards.run]
-    teacher = RUNS_MATRIX.teacher_of(inst)
+    teacher = teacher_dir(inst)
     return (data_files(inst.run.dataset) + pretrained_input(inst.run.backbone)
-            + ([run_path(teacher.name, "model.pth")] if teacher else [])
-            + ([run_path(teacher.name, TEACHER_CACHE)] if teacher and reads_teacher_cache(wildcards.run) else []))
+            + ([f"{teacher}/model.pth"] if teacher else [])
+            + ([f"{teacher}/{TEACHER_CACHE}"] if teacher and reads_teacher_cache(wildcards.run) else []))
 
 
 def reads_teacher_cache(name):
@@ -229,8 +244,7 @@ def cache_signatures(teacher_name):
     student loads it)."""
     return sorted({EXPECTED[n].recipe["config"]["model"]["teacher_cache"]["input_signature"]
                    for n, inst in INSTANCES.items()
-                   if (t := RUNS_MATRIX.teacher_of(inst)) is not None and t.name == teacher_name
-                   and reads_teacher_cache(n)})
+                   if teacher_dir(inst) == run_path(teacher_name) and reads_teacher_cache(n)})
 
 
 def set_args(args):
