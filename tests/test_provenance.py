@@ -192,4 +192,4 @@ def test_status_names_the_changed_key_and_each_state(tmp_path, m, capsys):
     # the teacher's settings come from --config as for snakemake: a longer teacher makes it and its students stale
     lines, _ = _status(capsys, tmp_path, matrix_path, "--config", "teacher_iters=1200")
     assert lines["atss_r101_teacher"].startswith("stale")
-    assert "config.param_scheduler[1].end: 1800 -> 1200" in lines["atss_r101_teacher"]
+    assert "config.param_scheduler[1].end: 4050 -> 1200" in lines["atss_r101_teacher"]

@@ -110,7 +110,7 @@ def test_comments_and_unrelated_edits_rerun_nothing(tree):
 
 def test_profile_key_reruns_the_runs_it_reaches(tree):
     mini = tree.configs / "profiles" / "mini.py"
-    with edited(mini, "_student_iters = 600", "_student_iters = 601"):
+    with edited(mini, "_student_iters = 1350", "_student_iters = 1351"):
         assert tree.training() == set(ROWS) - {"atss_r101_teacher", "gfl_r101_teacher"}
 
 

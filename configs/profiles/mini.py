@@ -12,8 +12,8 @@
 #   then BN frozen as the paper does around ImageNet weights; the ResNets freeze their stem and stages 1-3 (the
 #   paper: stage 1; see backbone below), MobileNetV2 trains whole.
 # * iteration-based schedules with the paper's shape (linear warm-up, x0.1 steps at 8/12 and 11/12 of the run) and
-#   its 3:1 teacher:student ratio (3x vs 1x): teachers 1800 iterations, students 600 (6 passes over the 400
-#   training images). Warm-up is max(10, iters / 12) iterations.
+#   its 3:1 teacher:student ratio (3x vs 1x): teachers 4050 iterations (40 passes over the 400 training images),
+#   students 1350. Warm-up is max(10, iters / 12) iterations.
 # * student_init 'teacher': every distilled student starts from its teacher's neck and head, so that Table 1
 #   compares KD losses rather than initialisations; its "Inherit only" control row (configs/distill/inherit.py) is
 #   that initialisation with no KD loss. The paper profile keeps each method's official initialisation.
@@ -36,14 +36,14 @@ eval_images = None
 # The paper profile keeps mmdet's batch 1 (real images of mixed sizes would be padded to the batch's largest).
 test_batch_size = 4
 
-_student_iters = 600
+_student_iters = 1350
 student_init = 'teacher'
 # Students train at one scale with flips and their teachers are frozen, so a teacher's outputs depend on (image,
 # flip) alone: each teacher runs once over the training set (workflow rule teacher_cache) and its students read
 # the outputs back instead of running it every step (pgd.models.teacher_cache; about a third of a KD step).
 teacher_cache = True
 # $PGD_MINI_TEACHER_ITERS changes it; the workflow sets it from `--config teacher_iters=N`.
-_teacher_iters_text = '{{$PGD_MINI_TEACHER_ITERS:1800}}'
+_teacher_iters_text = '{{$PGD_MINI_TEACHER_ITERS:4050}}'
 if not _teacher_iters_text.isdigit() or int(_teacher_iters_text) < 1:
     raise ValueError(f'PGD_MINI_TEACHER_ITERS (teacher_iters) must be a positive integer number of iterations, '
                      f'got {_teacher_iters_text!r}')
@@ -72,9 +72,9 @@ def _schedule(iters, resume_points):
 
 
 # Teachers: a checkpoint every quarter run, two kept: a kill (even during a save) resumes, losing < 1/4 run.
-# Students: none. Each save writes the student, its AdamW state and the frozen teacher (~390 MB for R50 + R101),
-# ~2 s a save; a killed ~4-minute student job reruns whole.
-schedules = dict(student=_schedule(_student_iters, resume_points=0),
+# Students: one at half run (~2 s a save, up to ~390 MB with AdamW state): a killed ~15-minute job loses at most
+# half of it. The finished run's checkpoints are deleted (workflow rule train_teacher).
+schedules = dict(student=_schedule(_student_iters, resume_points=2),
                  teacher=_schedule(_teacher_iters, resume_points=4))
 
 # dcn_offset_lr_mult=0: DDOD's deformable first tower conv keeps its offsets at their zero init (a plain 3x3 conv,
