@@ -4,6 +4,7 @@ directory that already holds metrics.json is kept."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ def override_words(parser, args) -> tuple[list[str], str]:
     """The `--set` words and the work-dir suffix of a parsed `add_override_args` command line."""
     if args.sets and not args.tag:
         parser.error('--set needs --tag NAME: the variant\'s runs get their own work dirs')
-    if args.tag and not args.tag.replace('-', '').replace('.', '').replace('_', '').isalnum():
+    if args.tag and not re.fullmatch(r'[\w.-]+', args.tag):
         parser.error(f'--tag {args.tag!r}: use letters, digits, ".", "-" and "_" only')
     return [w for kv in args.sets for w in ('--set', kv)], (f'_{args.tag}' if args.tag else '')
 

@@ -102,7 +102,7 @@ def test_paper_all(tmp_path, m, paper_roots):
     assert counts["train_student"] == 3 * 97 - linked and "teacher_cache" not in counts
 
 
-def test_runs_that_compose_alike_train_once(m, paper_roots):
+def test_runs_that_compose_alike_train_once(m, paper_roots, monkeypatch):
     """Instances with equal digests: the first in matrix order trains, the others are exactly the ones that only
     restate a default (pgd.provenance drops the row's method_overrides as written)."""
     import collections
@@ -110,16 +110,11 @@ def test_runs_that_compose_alike_train_once(m, paper_roots):
     from pgd.provenance import expected_digests
 
     roots = dict(kv.split("=", 1) for kv in paper_roots[:2])
-    env = {"PGD_COCO_ROOT": roots["coco_root"], "PGD_CROWDHUMAN_ROOT": roots["crowdhuman_root"]}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        groups = collections.defaultdict(list)
-        for name, e in expected_digests(m, [0], "paper").items():
-            groups[e.digest].append(name)
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    monkeypatch.setenv("PGD_COCO_ROOT", roots["coco_root"])
+    monkeypatch.setenv("PGD_CROWDHUMAN_ROOT", roots["crowdhuman_root"])
+    groups = collections.defaultdict(list)
+    for name, e in expected_digests(m, [0], "paper").items():
+        groups[e.digest].append(name)
     same = sorted(tuple(sorted(g)) for g in groups.values() if len(g) > 1)
     # rows with seeds [0, 1, 2] pair up at every seed; the seed-0 pairs:
     same = [g for g in same if not any(n.endswith(("_s1", "_s2")) for n in g)]
@@ -260,6 +255,14 @@ def _failed_job_logs(out: Path, chars: int = 3000) -> str:
     return "\n".join(tails) or "(no job log holds a traceback)"
 
 
+def _pgd_status(tmp_path, train_args, env):
+    """`pgd status` of a test's results tree and matrix: the process and each run's state by name."""
+    status = subprocess.run([sys.executable, "-m", "pgd.cli", "status", "--directory", str(tmp_path), "--config",
+                             f"results={tmp_path / 'results'}", f"matrix={tmp_path / 'matrix.yaml'}",
+                             f"train_args={train_args}"], capture_output=True, text=True, env=env, timeout=300)
+    return status, dict(line.split()[:2] for line in status.stdout.splitlines()[:-1])
+
+
 def _e2e_cmd(tmp_path, *extra):
     return SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
                         "--configfile", str(tmp_path / "test.yaml"), "--cores", "2", "--rerun-incomplete",
@@ -334,11 +337,7 @@ def test_end_to_end_with_interrupted_training(tmp_path):
     for name in E2E_RUNS:
         metrics = json.loads((out / "runs" / name / "metrics.json").read_text())
         assert metrics["provenance"]["digest"] == expected[name].digest, name
-    status = subprocess.run([sys.executable, "-m", "pgd.cli", "status", "--directory", str(tmp_path), "--config",
-                             f"results={tmp_path / 'results'}", f"matrix={tmp_path / 'matrix.yaml'}",
-                             f"train_args={settings['train_args']}"],
-                            capture_output=True, text=True, env=env, timeout=300)
-    states = dict(line.split()[:2] for line in status.stdout.splitlines()[:-1])
+    status, states = _pgd_status(tmp_path, settings["train_args"], env)
     assert status.returncode == 0 and all(states[name] == "done" for name in E2E_RUNS), status.stdout
 
 
@@ -402,8 +401,5 @@ def test_a_run_that_composes_alike_is_linked_not_trained(tmp_path):
         "atss_r50_student_copy"].digest
     again = subprocess.run(cmd + ["-n"], capture_output=True, text=True, timeout=600, env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
-    status = subprocess.run([sys.executable, "-m", "pgd.cli", "status", "--directory", str(tmp_path), "--config",
-                             f"results={tmp_path / 'results'}", f"matrix={tmp_path / 'matrix.yaml'}",
-                             f"train_args={train_args}"], capture_output=True, text=True, env=env, timeout=300)
-    states = dict(line.split()[:2] for line in status.stdout.splitlines()[:-1])
+    status, states = _pgd_status(tmp_path, train_args, env)
     assert states["atss_r50_student"] == states["atss_r50_student_copy"] == "done", status.stdout
