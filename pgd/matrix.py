@@ -236,7 +236,9 @@ def extra_methods(matrix: Matrix) -> list[str]:
 
 def with_extras(matrix: Matrix) -> Matrix:
     """The matrix plus a run per extra method and detector of EXTRA_DETECTORS (``<det>_r50_<method>``), and the
-    extras table's cells on the runs they are compared with (the detector's R101 teacher, R50 student and PGD)."""
+    extras table's cells on the runs they are compared with (the detector's R101 teacher, R50 student, Inherit-only
+    control and PGD: extra methods start from the teacher's neck and head too, so only the control shows what the
+    loss adds)."""
     runs = dict(matrix.runs)
     for det in EXTRA_DETECTORS:
         teacher = f"{det}_r101_teacher"
@@ -244,7 +246,8 @@ def with_extras(matrix: Matrix) -> Matrix:
             continue
         block = next((c.block for r in matrix.runs_for_table("t1") if r.detector == det for c in r.cells
                       if c.table == "t1"), det)
-        for rid, label in ((teacher, "Teacher"), (f"{det}_r50_student", "Student"), (f"{det}_r50_pgd", "PGD")):
+        for rid, label in ((teacher, "Teacher"), (f"{det}_r50_student", "Student"),
+                           (f"{det}_r50_inherit", "Inherit only"), (f"{det}_r50_pgd", "PGD")):
             if rid in runs:
                 runs[rid] = replace(runs[rid], cells=runs[rid].cells + (Cell(EXTRA_TABLE, label, block),))
         for method in extra_methods(matrix):

@@ -344,7 +344,8 @@ def test_end_to_end_with_interrupted_training(tmp_path):
 @pytest.mark.slow   # ~2 min: tiny data, 1-iteration pretraining, 4-iteration trainings
 def test_extras_target_trains_and_tabulates_the_extra_methods(tmp_path):
     """`snakemake extras`: PKD (a configs/distill method no matrix row uses) trains on ATSS beside the matrix's
-    teacher, student and PGD runs, and tables/extras.* shows all four; the default target does not include it."""
+    teacher, student, Inherit-only control and PGD runs, and tables/extras.* shows all five; the default target
+    does not include it."""
     cfg = {"results": str(tmp_path / "results"),
            "data": {"generate": True, "coco_args": "--seed 0 --num-train 8 --num-val 4 --image-size 64",
                     "crowdhuman_args": "--seed 0 --num-train 4 --num-val 2 --image-size 64"},
@@ -358,7 +359,7 @@ def test_extras_target_trains_and_tabulates_the_extra_methods(tmp_path):
     out = tmp_path / "results" / "mini"
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:] + _failed_job_logs(out)
     rows = {line.split(",")[2] for line in (out / "tables" / "extras.csv").read_text().splitlines()[1:]}
-    assert rows == {"Teacher", "Student", "PGD", "PKD"}
+    assert rows == {"Teacher", "Student", "Inherit only", "PGD", "PKD"}
     assert "loss_pkd" in (out / "logs" / "train" / "atss_r50_pkd.log").read_text()
     (tmp_path / "other").mkdir()
     assert "atss_r50_pkd" not in snakemake("-n", results=tmp_path / "other").stdout    # not part of `all`
