@@ -97,6 +97,25 @@ def test_fig3_pilot_png_pdf(tmp_path):
         F.load_pilot(tmp_path / "none.csv")
 
 
+def test_fig3_allow_missing_draws_the_teachers_present(tmp_path, capsys):
+    """Fig. 3 from the pilot of one teacher of five: refused by default (naming every absent file), drawn with
+    --allow-missing, which names the teachers left out."""
+    from pgd.matrix import load_matrix
+
+    run = tmp_path / "mini" / "runs" / "fcos_r101_teacher"
+    run.mkdir(parents=True)
+    pd.DataFrame({"X": [0, 1, 10], "AP": [40.0, 35.0, 20.0]}).to_csv(run / "pilot.csv", index=False)
+    with pytest.raises(F.FigureError, match="atss_r101_teacher/pilot.csv.*--allow-missing"):
+        F.make_figure(3, "mini", tmp_path, load_matrix())
+    paths = F.make_figure(3, "mini", tmp_path, load_matrix(), allow_missing=True)
+    assert {p.suffix for p in paths} == {".png", ".pdf"}
+    err = capsys.readouterr().err
+    assert "leaving out AutoAssign, ATSS, GFL, DDOD" in err and "FCOS" not in err
+    (run / "pilot.csv").unlink()
+    with pytest.raises(F.FigureError, match="missing figure input"):           # none present: nothing to draw
+        F.make_figure(3, "mini", tmp_path, load_matrix(), allow_missing=True)
+
+
 def test_fig5_detections_png_pdf(tmp_path):
     gt = [np.array([[4, 4, 30, 40]]), np.array([[10, 10, 20, 20], [30, 5, 60, 40]])]
     st = [np.array([[5, 6, 28, 36]]), np.zeros((0, 4))]

@@ -19,6 +19,7 @@ input. FGFI's anchors reach beyond the box by its definition and are drawn as th
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -362,8 +363,22 @@ def fig3(pilot_files: Mapping[str, str | Path], out_base: str | Path) -> list[Pa
     return plot_pilot({name: load_pilot(p) for name, p in pilot_files.items()}, out_base)
 
 
+def present_inputs(files: Mapping[str, Path], allow_missing: bool) -> dict[str, Path]:
+    """The per-teacher inputs of Figs. 2 / 3 that exist; with ``allow_missing`` the absent teachers are left out
+    (and named on stderr) instead of failing, so a figure can be drawn from the teachers trained so far."""
+    missing = [name for name, path in files.items() if not Path(path).is_file()]
+    if not missing:
+        return dict(files)
+    if not allow_missing or len(missing) == len(files):
+        raise FigureError(f"missing figure input(s): {', '.join(str(files[n]) for n in missing)}; run their "
+                          "teachers first (`snakemake --cores all heatmaps pilot`)"
+                          + ("" if allow_missing else ", or draw the others with --allow-missing"))
+    print(f"pgd figure: leaving out {', '.join(missing)} (no input yet)", file=sys.stderr)
+    return {name: path for name, path in files.items() if name not in missing}
+
+
 def make_figure(fig: int, profile: str, results: str | Path = "results", matrix=None, out_dir=None,
-                num_images: int = 4) -> list[Path]:
+                num_images: int = 4, allow_missing: bool = False) -> list[Path]:
     matrix = matrix if matrix is not None else load_matrix()
     out_base = Path(out_dir or Path(results) / profile / "figures") / f"fig{fig}"
     runs = figure_runs(matrix, fig)
@@ -371,10 +386,11 @@ def make_figure(fig: int, profile: str, results: str | Path = "results", matrix=
     if fig == 1:
         return fig1(rd[FIG1_TEACHER], out_base, num_images)
     if fig == 2:
-        return fig2({DETECTOR_LABELS[r.detector]: Path(results) / profile / "heatmaps" / f"{r.id}.npz"
-                     for r in runs}, out_base)
+        return fig2(present_inputs({DETECTOR_LABELS[r.detector]: Path(results) / profile / "heatmaps" / f"{r.id}.npz"
+                                    for r in runs}, allow_missing), out_base)
     if fig == 3:
-        return fig3({DETECTOR_LABELS[r.detector]: rd[r.id] / "pilot.csv" for r in runs}, out_base)
+        return fig3(present_inputs({DETECTOR_LABELS[r.detector]: rd[r.id] / "pilot.csv" for r in runs},
+                                   allow_missing), out_base)
     return fig5(rd[FIG5_RUNS[0]], rd[FIG5_RUNS[1]], out_base, num_images)
 
 
@@ -388,7 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--matrix", default=None, help="experiment matrix (default configs/experiments.yaml)")
     p.add_argument("--out-dir", default=None, help="default <results>/<profile>/figures")
     p.add_argument("--num-images", type=int, default=4, help="val images shown in Figs. 1 and 5 (default %(default)s)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="Figs. 2 and 3: draw the teachers whose inputs exist and leave out the others")
     a = p.parse_args(argv)
-    paths = make_figure(a.fig, a.profile, a.results, load_matrix(a.matrix), a.out_dir, a.num_images)
+    paths = make_figure(a.fig, a.profile, a.results, load_matrix(a.matrix), a.out_dir, a.num_images,
+                        a.allow_missing)
     print("wrote " + " ".join(map(str, paths)))
     return 0
