@@ -320,3 +320,30 @@ def test_report_page_with_a_partial_matrix(tmp_path, m):
     page = P.build_page("mini", [0], tmp_path, part)
     assert page.count("```latex") == len(TABLES)
     assert page.count("*No run of the matrix feeds this table.*") == 3        # t3, t6k, t6a
+
+
+def test_combine_blocks_equals_one_table_over_all_runs(tmp_path, m):
+    """Two result trees that each ran one detector's block of the paper-vs-code table: combining their CSVs gives
+    the table computed over both trees' runs at once (gains, stds and significance are per block)."""
+    seeds = [0, 1, 2]
+    insts = [inst for _, inst in m.cell_instances("tpc", seeds)]
+    for i, inst in enumerate(insts):
+        block = "atss" if inst.name.startswith("atss") else "fcos"
+        for root in (tmp_path / block, tmp_path / "both"):
+            put(root, inst.name, **coco(50.0 + (i % 7) * 0.7, 70.0 + i % 3))
+    csvs = []
+    for block in ("atss", "fcos"):
+        _, csv = T.write_table("tpc", "mini", seeds, tmp_path / block, tmp_path / f"t_{block}", m,
+                               allow_missing=True)
+        csvs.append(str(csv))
+    _, whole = T.write_table("tpc", "mini", seeds, tmp_path / "both", tmp_path / "t_both", m)
+    assert T.main(["--table", "tpc", "--combine", *csvs, "--out-dir", str(tmp_path / "t_comb")]) == 0
+    comb = pd.read_csv(tmp_path / "t_comb" / "table_paper_vs_code.csv")
+    pd.testing.assert_frame_equal(comb, pd.read_csv(whole))
+    assert (tmp_path / "t_comb" / "table_paper_vs_code.tex").read_text() == \
+        (tmp_path / "t_both" / "table_paper_vs_code.tex").read_text()
+    # the same block with values in two CSVs is ambiguous; a CSV of another table is refused
+    with pytest.raises(T.TableError, match="has values in both"):
+        T.combine_blocks("tpc", {"a": pd.read_csv(csvs[0]), "b": pd.read_csv(whole)})
+    with pytest.raises(T.TableError, match="not 't1'"):
+        T.combine_blocks("t1", {"a": pd.read_csv(csvs[0])})

@@ -394,7 +394,55 @@ def write_table(table: str, profile: str, seeds: list[int], results: str | Path 
     tex, csv = out / f"{stem}.tex", out / f"{stem}.csv"
     atomic_write_text(tex, render(table, df, stem, profile))
     atomic_write_text(out / "preamble.tex", PREAMBLE)
-    atomic_write_text(csv, df.to_csv(index=False, float_format="%.4g"))
+    atomic_write_text(csv, df.to_csv(index=False, float_format="%.6g"))
+    return tex, csv
+
+
+def combine_blocks(table: str, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One table from several `pgd table` CSVs of it (e.g. snapshots that each ran some detectors), block by block.
+
+    A block's gains, significance marks and seed noise depend only on its own rows, so a block is taken whole from
+    the one CSV that has values for it; two CSVs with values for one block is an error (which to show is the
+    user's choice), as is a CSV of another table. Lines keep the first CSV's order (the paper's)."""
+    keys = ["block", "row", "metric"]
+    order, chosen = None, {}
+    cleaned = {}
+    for name, df in frames.items():
+        tables = set(df["table"].astype(str))
+        if tables != {table}:
+            raise TableError(f"{name}: a CSV of table(s) {sorted(tables)}, not {table!r}")
+        df = cleaned[name] = df.assign(block=df["block"].fillna("").astype(str))
+        order = df[keys] if order is None else order
+        for block in df.loc[df["n"] > 0, "block"].unique():
+            if block in chosen:
+                raise TableError(f"block {block!r} has values in both {chosen[block]} and {name}; pass one of them")
+            chosen[block] = name
+    if order is None:
+        raise TableError("no CSV to combine")
+    first = next(iter(cleaned))
+    lines = {}
+    for name, df in cleaned.items():
+        for rec in df.to_dict("records"):
+            if chosen.get(rec["block"], first) == name:
+                lines[(rec["block"], rec["row"], rec["metric"])] = rec
+    return pd.DataFrame.from_records([lines[tuple(k)] for k in order.itertuples(index=False)],
+                                     columns=cleaned[first].columns)
+
+
+def write_combined(table: str, csvs: list[str], out_dir: str | Path, profile: str) -> tuple[Path, Path]:
+    frames = {}
+    for path in csvs:
+        if not Path(path).is_file():
+            raise TableError(f"{path}: no such CSV (a `pgd table` output, e.g. docs/results/<snapshot>/tables/)")
+        frames[path] = pd.read_csv(path, dtype={"block": str, "row": str, "metric": str, "runs": str})
+    df = combine_blocks(table, frames)
+    stem = ALL_TABLES[table][0]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tex, csv = out / f"{stem}.tex", out / f"{stem}.csv"
+    atomic_write_text(tex, render(table, df, stem, profile))
+    atomic_write_text(out / "preamble.tex", PREAMBLE)
+    atomic_write_text(csv, df.to_csv(index=False, float_format="%.6g"))
     return tex, csv
 
 
@@ -414,8 +462,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-stale", action="store_true",
                    help="render runs computed with another configuration than the current one, marked with a "
                         "dagger (default: refuse and name them)")
+    p.add_argument("--combine", nargs="+", metavar="CSV", default=None,
+                   help="instead of reading metrics, assemble the table from `pgd table` CSVs of it (e.g. two "
+                        "snapshots that ran different detectors), each block from the one CSV with values for it; "
+                        "needs --out-dir")
     a = p.parse_args(argv)
+    if a.combine is not None and a.out_dir is None:
+        p.error("--combine needs --out-dir (where the combined .tex and .csv go)")
     try:
+        if a.combine is not None:
+            tex, csv = write_combined(a.table, a.combine, a.out_dir, a.profile)
+            print(f"wrote {tex} and {csv}")
+            return 0
         tex, csv = write_table(a.table, a.profile, a.seeds, a.results, a.out_dir,
                                with_extras(load_matrix(a.matrix)), a.paper_numbers, a.allow_missing, a.allow_stale)
     except (StaleRunsError, TableError) as err:
