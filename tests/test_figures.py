@@ -207,7 +207,7 @@ def test_fig1_in_box_strategies_paint_only_inside_the_gt_boxes(tiny_run, monkeyp
     """On a tiny ATSS (64 px inputs, strides 8-128): Box, BoxGauss and PGD weight nothing outside the GT boxes,
     and Box fills most of each box at P3's resolution."""
     seen = {}
-    monkeypatch.setattr(F, "plot_regions", lambda images, boxes, maps, out: seen.update(boxes=boxes, maps=maps))
+    monkeypatch.setattr(F, "plot_regions", lambda images, boxes, maps, out, teacher="": seen.update(boxes=boxes, maps=maps))
     F.fig1(tiny_run, "unused", num_images=3)
     for i, boxes in enumerate(seen["boxes"]):
         inside = F.box_union_mask(boxes, seen["maps"]["Box"][i].shape)
@@ -217,3 +217,19 @@ def test_fig1_in_box_strategies_paint_only_inside_the_gt_boxes(tiny_run, monkeyp
 
 
 from train_helpers import tiny_coco, tiny_run  # noqa: E402,F401  (session fixtures)
+
+
+def test_fig1_teacher_choice_is_checked_before_any_work():
+    """Fig. 1 defaults to the paper's ATSS teacher; --teacher picks another COCO teacher, a near-miss gets a
+    suggestion, and the option is refused for the figures that draw fixed runs."""
+    from pgd.matrix import FIG1_TEACHER, load_matrix
+
+    m = load_matrix()
+    assert F.fig1_teacher(m, None).id == FIG1_TEACHER
+    assert F.fig1_teacher(m, "fcos_r101_teacher").detector == "fcos"
+    with pytest.raises(F.FigureError, match="did you mean 'fcos_r101_teacher'"):
+        F.fig1_teacher(m, "fcos_r101_teachr")
+    with pytest.raises(F.FigureError, match="not a COCO teacher run"):
+        F.fig1_teacher(m, "atss_r50_student")
+    with pytest.raises(F.FigureError, match="--teacher is for Fig. 1 only"):
+        F.make_figure(3, "mini", matrix=m, teacher="fcos_r101_teacher")

@@ -19,6 +19,7 @@ input. FGFI's anchors reach beyond the box by its definition and are drawn as th
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -118,8 +119,9 @@ def box_union_mask(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def plot_regions(images: Sequence[np.ndarray], gt_boxes: Sequence[np.ndarray],
-                 maps: Mapping[str, np.ndarray], out_base: str | Path) -> list[Path]:
-    """Fig. 1: one row per image, one column per method; heatmap of the distillation weight over the image."""
+                 maps: Mapping[str, np.ndarray], out_base: str | Path, teacher: str = "") -> list[Path]:
+    """Fig. 1: one row per image, one column per method; heatmap of the distillation weight over the image.
+    ``teacher`` names the detector whose predictions weight PGD's column in the title."""
     _check_images(images, ("gt_boxes", gt_boxes), *[(f"maps[{k}]", v) for k, v in maps.items()])
     plt = _plt()
     n, cols = len(images), list(maps)
@@ -134,7 +136,8 @@ def plot_regions(images: Sequence[np.ndarray], gt_boxes: Sequence[np.ndarray],
             ax.set_axis_off()
             if i == 0:
                 ax.set_title(f"({'abcd'[j] if j < 4 else j}) {name}", fontsize=9)
-    fig.suptitle("Foreground distillation regions (GT in blue)", fontsize=10)
+    fig.suptitle("Foreground distillation regions" + (f", {teacher} teacher" if teacher else "") + " (GT in blue)",
+                 fontsize=10)
     return save_figure(fig, out_base)
 
 
@@ -289,7 +292,8 @@ def _rgb(raw) -> np.ndarray:
     return raw.cpu().numpy()[::-1].transpose(1, 2, 0).copy()
 
 
-def fig1(teacher_dir: str | Path, out_base: str | Path, num_images: int = 4, k: int = 30) -> list[Path]:
+def fig1(teacher_dir: str | Path, out_base: str | Path, num_images: int = 4, k: int = 30,
+         teacher: str = "") -> list[Path]:
     """Regions on the teacher's first test images, each drawn at the resolution of its level, the in-box
     strategies only inside the GT boxes (see the module docstring)."""
     from pgd.evaluation.heatmap import paint_finest
@@ -314,7 +318,7 @@ def fig1(teacher_dir: str | Path, out_base: str | Path, num_images: int = 4, k: 
                 inside = box_union_mask(boxes[-1], (h, w))
                 for name in FIG1_METHODS:
                     maps[name].append(painted[name][i, :h, :w] * (inside if name in IN_BOX_METHODS else 1.0))
-    return plot_regions(images[:n], boxes[:n], {k_: v[:n] for k_, v in maps.items()}, out_base)
+    return plot_regions(images[:n], boxes[:n], {k_: v[:n] for k_, v in maps.items()}, out_base, teacher)
 
 
 def shown_detections(bboxes: torch.Tensor, scores: torch.Tensor, num_gt: int,
@@ -363,6 +367,18 @@ def fig3(pilot_files: Mapping[str, str | Path], out_base: str | Path) -> list[Pa
     return plot_pilot({name: load_pilot(p) for name, p in pilot_files.items()}, out_base)
 
 
+def fig1_teacher(matrix, teacher: str | None):
+    """The teacher run Fig. 1 draws: the paper's ATSS one, or ``teacher`` if it names a COCO teacher."""
+    if teacher is None:
+        return figure_runs(matrix, 1)[0]
+    coco = {r.id: r for r in matrix.teachers if r.dataset == "coco"}
+    if teacher not in coco:
+        near = difflib.get_close_matches(teacher, list(coco), n=1)
+        raise FigureError(f"--teacher {teacher!r} is not a COCO teacher run"
+                          + (f"; did you mean {near[0]!r}?" if near else f"; choose from {', '.join(coco)}"))
+    return coco[teacher]
+
+
 def present_inputs(files: Mapping[str, Path], allow_missing: bool) -> dict[str, Path]:
     """The per-teacher inputs of Figs. 2 / 3 that exist; with ``allow_missing`` the absent teachers are left out
     (and named on stderr) instead of failing, so a figure can be drawn from the teachers trained so far."""
@@ -378,13 +394,17 @@ def present_inputs(files: Mapping[str, Path], allow_missing: bool) -> dict[str, 
 
 
 def make_figure(fig: int, profile: str, results: str | Path = "results", matrix=None, out_dir=None,
-                num_images: int = 4, allow_missing: bool = False) -> list[Path]:
+                num_images: int = 4, allow_missing: bool = False, teacher: str | None = None) -> list[Path]:
+    """``teacher``: Fig. 1 from this COCO teacher run instead of the paper's ATSS one (FIG1_TEACHER)."""
     matrix = matrix if matrix is not None else load_matrix()
     out_base = Path(out_dir or Path(results) / profile / "figures") / f"fig{fig}"
+    if fig == 1:
+        run = fig1_teacher(matrix, teacher)
+        return fig1(run_dir(profile, run.id, 0, results), out_base, num_images, teacher=DETECTOR_LABELS[run.detector])
+    if teacher is not None:
+        raise FigureError(f"--teacher is for Fig. 1 only (Fig. {fig} draws {'its fixed runs' if fig == 5 else 'every COCO teacher'})")
     runs = figure_runs(matrix, fig)
     rd = {r.id: run_dir(profile, r.id, 0, results) for r in runs}
-    if fig == 1:
-        return fig1(rd[FIG1_TEACHER], out_base, num_images)
     if fig == 2:
         return fig2(present_inputs({DETECTOR_LABELS[r.detector]: Path(results) / profile / "heatmaps" / f"{r.id}.npz"
                                     for r in runs}, allow_missing), out_base)
@@ -397,17 +417,19 @@ def make_figure(fig: int, profile: str, results: str | Path = "results", matrix=
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pgd figure", description="Render a paper figure (PNG + PDF).")
     p.add_argument("--fig", type=int, required=True, choices=list(FIGURES),
-                   help="1: foreground regions (Box, BoxGauss, FGFI, PGD) of the ATSS teacher; 2: the teachers' "
+                   help="1: foreground regions (Box, BoxGauss, FGFI, PGD) of the ATSS teacher (or --teacher); 2: the teachers' "
                         "quality heatmaps; 3: the top-X%% masking pilot; 5: student vs PGD detections")
     p.add_argument("--profile", default="mini", help="default %(default)s")
     p.add_argument("--results", default="results", help="results root (default %(default)s)")
     p.add_argument("--matrix", default=None, help="experiment matrix (default configs/experiments.yaml)")
     p.add_argument("--out-dir", default=None, help="default <results>/<profile>/figures")
     p.add_argument("--num-images", type=int, default=4, help="val images shown in Figs. 1 and 5 (default %(default)s)")
+    p.add_argument("--teacher", default=None, metavar="RUN",
+                   help=f"Fig. 1 only: draw it from this COCO teacher run (default {FIG1_TEACHER}, as the paper)")
     p.add_argument("--allow-missing", action="store_true",
                    help="Figs. 2 and 3: draw the teachers whose inputs exist and leave out the others")
     a = p.parse_args(argv)
     paths = make_figure(a.fig, a.profile, a.results, load_matrix(a.matrix), a.out_dir, a.num_images,
-                        a.allow_missing)
+                        a.allow_missing, a.teacher)
     print("wrote " + " ".join(map(str, paths)))
     return 0
