@@ -347,3 +347,20 @@ def test_combine_blocks_equals_one_table_over_all_runs(tmp_path, m):
         T.combine_blocks("tpc", {"a": pd.read_csv(csvs[0]), "b": pd.read_csv(whole)})
     with pytest.raises(T.TableError, match="not 't1'"):
         T.combine_blocks("t1", {"a": pd.read_csv(csvs[0])})
+
+
+def test_each_block_is_contiguous_in_the_paper_vs_code_table(tmp_path, m):
+    """The matrix lists PGD under the code's normalisation after both detectors' blocks; the table still shows it
+    inside its own block (not as a second FCOS block at the bottom), and combining CSVs written in the old, split
+    order regroups them."""
+    order = T.row_order("tpc", m, T.load_paper_numbers())
+    blocks = [b for b, _ in order]
+    assert blocks == sorted(blocks, key=blocks.index)               # each block's rows contiguous
+    assert [r for b, r in order if b == "FCOS"][-1] == "Official code"
+    assert T.blocks_together([("F", 1), ("A", 1), ("A", 2), ("F", 2)]) == [("F", 1), ("F", 2), ("A", 1), ("A", 2)]
+    split = pd.DataFrame([{"table": "tpc", "block": b, "row": r, "metric": "AP", "mean": v, "n": n}
+                          for b, r, v, n in [("FCOS", "Student", None, 0), ("ATSS", "Student", 58.4, 3),
+                                             ("ATSS", "Official code", 64.2, 3), ("FCOS", "Official code", None, 0)]])
+    comb = T.combine_blocks("tpc", {"old.csv": split})
+    assert list(zip(comb["block"], comb["row"])) == [("FCOS", "Student"), ("FCOS", "Official code"),
+                                                     ("ATSS", "Student"), ("ATSS", "Official code")]

@@ -159,15 +159,25 @@ def spec_of(table: str) -> TableSpec:
 
 # ------------------------------------------------------------------------------------------ layout
 
+def blocks_together(keys: list[tuple]) -> list[tuple]:
+    """Keys (block, ...) regrouped so each block's lines are contiguous, blocks in order of first appearance and
+    lines within a block kept in order: a row the matrix defines later (e.g. PGD under the code's normalisation,
+    listed after both detectors' blocks) joins its block instead of opening a second one."""
+    first: dict = {}
+    for k in keys:
+        first.setdefault(k[0], len(first))
+    return sorted(keys, key=lambda k: first[k[0]])
+
+
 def row_order(table: str, matrix: Matrix, paper: pd.DataFrame) -> list[tuple[str, str]]:
-    """(block, row) in the paper's order; cells the paper lacks follow in matrix order."""
+    """(block, row) in the paper's order; cells the paper lacks follow in matrix order, within their block."""
     order = list(dict.fromkeys(zip(*paper.loc[paper["table"] == table, ["block", "row"]].values.T)))
     for r in matrix.runs_for_table(table):
         for c in r.cells:
             key = (c.block or "", c.row)
             if c.table == table and key not in order:
                 order.append(key)
-    return order
+    return blocks_together(order)
 
 
 def tidy(table: str, ours: pd.DataFrame, paper: pd.DataFrame, order: list[tuple[str, str]]) -> pd.DataFrame:
@@ -403,7 +413,8 @@ def combine_blocks(table: str, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
     A block's gains, significance marks and seed noise depend only on its own rows, so a block is taken whole from
     the one CSV that has values for it; two CSVs with values for one block is an error (which to show is the
-    user's choice), as is a CSV of another table. Lines keep the first CSV's order (the paper's)."""
+    user's choice), as is a CSV of another table. Lines keep the first CSV's order (the paper's), each block's
+    together (blocks_together: CSVs written before that rule may split one)."""
     keys = ["block", "row", "metric"]
     order, chosen = None, {}
     cleaned = {}
@@ -425,8 +436,9 @@ def combine_blocks(table: str, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         for rec in df.to_dict("records"):
             if chosen.get(rec["block"], first) == name:
                 lines[(rec["block"], rec["row"], rec["metric"])] = rec
-    return pd.DataFrame.from_records([lines[tuple(k)] for k in order.itertuples(index=False)],
-                                     columns=cleaned[first].columns)
+    keys = blocks_together(list(order.itertuples(index=False, name=None)))
+    return pd.DataFrame.from_records([lines[k] for k in keys], columns=cleaned[first].columns)
+
 
 
 def write_combined(table: str, csvs: list[str], out_dir: str | Path, profile: str) -> tuple[Path, Path]:
