@@ -95,3 +95,19 @@ def test_table_cells_carry_the_mark_and_n():
     assert frame.loc[("ATSS", "FKD"), "AP"] == "41.0±2.0 (+1.0)"
     assert frame.loc[("FCOS", "Ours"), "AP"] == "39.0 (+9.0)"
     assert list(frame["n"]) == ["3", "3", "3", "1", "1", "1"]
+
+
+def test_paper_vs_code_table_resolves_code_against_paper_equations():
+    # four 3-seed rows of std 0.3: pooled 0.3 at 8 d.o.f., t 2.306, standard error 0.3 * sqrt(2/3) = 0.245,
+    # so a difference counts beyond 0.565
+    def table(code: float) -> pd.DataFrame:
+        rows = [("Student", 58.4), ("Paper equations", 64.0), ("Inherit only", 66.0), ("Official code", code)]
+        return pd.DataFrame([dict(block="ATSS", row=r, metric="AP", mean=m, std=0.3, n=3) for r, m in rows])
+
+    refs = T.SPECS["tpc"].references
+    assert refs == ("Student", S.CONTROL_ROW, "Paper equations")
+    line = S.orderings(table(64.2), "AP", refs)[0]
+    assert "resolved beyond 0.6 between two 3-seed rows" in line
+    assert line.endswith("None above Paper equations; not resolved from it: Official code (+0.2).")
+    assert "Above Paper equations: Official code (+1.5)." in S.orderings(table(65.5), "AP", refs)[0]
+    assert T.SPECS["t1"].references == ("Student", S.CONTROL_ROW)

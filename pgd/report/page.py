@@ -19,7 +19,7 @@ from pgd.matrix import FIGURES, TABLES, Matrix, check_seeds, load_matrix, run_di
 from pgd.provenance import StaleRunsError, check_stale, run_commits
 from pgd.report.regime import regime_warnings
 from pgd.report.shape import shape_markdown
-from pgd.report.significance import CONTROL_ROW, orderings
+from pgd.report.significance import orderings
 from pgd.report.tables import SPECS, cell_frame, to_markdown
 
 FIGURE_CAPTIONS = {
@@ -165,8 +165,8 @@ def build_page(profile: str, seeds: list[int], results: str | Path = "results",
         lines += ["**Ours**", "", to_markdown(tid, df, "ours"), ""]
         lines += ["**What the seeds resolve** (a difference counts beyond the 95 % t quantile of standard errors of "
                   "the block's pooled seed std; `pgd.report.significance`)", ""]
-        refs = (spec.baseline or "Student", CONTROL_ROW)     # Table 4's baseline is its S & T row
-        lines += [f"- {s}" for s in orderings(df, "MR" if "MR" in spec.metrics else spec.metrics[0], refs)] + [""]
+        metric = "MR" if "MR" in spec.metrics else spec.metrics[0]
+        lines += [f"- {s}" for s in orderings(df, metric, spec.references)] + [""]
         lines += ["**Paper**", "", to_markdown(tid, df, "paper"), ""]
         if df["paper"].notna().any() and {"Teacher", "Student"} <= set(df["row"]):
             main = "AP" if "AP" in spec.metrics else spec.metrics[0]

@@ -32,7 +32,7 @@ from pgd.errors import UserError
 from pgd.matrix import (ALL_TABLES, EXTRA_TABLE, TABLES, Matrix, check_seeds, load_matrix, run_dir,
                         with_extras)
 from pgd.provenance import Settings, StaleRunsError, check_stale
-from pgd.report.significance import mark_against
+from pgd.report.significance import CONTROL_ROW, mark_against
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
 PRINTED_GAINS = Path(__file__).with_name("paper_printed_gains.csv")
@@ -67,6 +67,12 @@ class TableSpec:
     baseline: str | None = None          # row the gains are measured against, per block
     wide: str | None = None              # t6: the header of the swept value (rows become columns)
     branches: bool = False               # t7: neck / cls / reg check-mark columns
+    compare: tuple[str, ...] = ()        # further rows the report resolves every other row against
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """The rows the report's seed orderings resolve each row against (pgd.report.significance.orderings)."""
+        return (self.baseline or "Student", CONTROL_ROW, *self.compare)
 
 
 SPECS: dict[str, TableSpec] = {
@@ -86,7 +92,7 @@ SPECS: dict[str, TableSpec] = {
     "t7": TableSpec("Distillation branches with ATSS, COCO.", COCO_METRICS, baseline="Student", branches=True),
     "tpc": TableSpec("PGD under the paper's Eqs. 5-9 (\\emph{Paper equations}: the profile's preset) and under the "
                      "official code's normalisation (\\emph{Official code}: preset code), R101 teachers, R50 "
-                     "students, COCO.", COCO_METRICS, baseline="Student"),
+                     "students, COCO.", COCO_METRICS, baseline="Student", compare=("Paper equations",)),
     # not a paper table: the methods no matrix row uses (pgd.matrix.with_extras, the `extras` target)
     EXTRA_TABLE: TableSpec("KD methods beyond the paper's tables (R101 teacher, R50 student), COCO.", COCO_METRICS,
                            baseline="Student"),
