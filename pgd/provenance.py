@@ -36,6 +36,7 @@ from pgd.errors import UserError
 from pgd.run_layout import to_plain
 
 PROVENANCE_FILE = "provenance.json"
+METRICS_PROVENANCE = ("digest", "commit", "dirty", "threads")    # the keys metrics.json repeats
 DIGEST_CHARS = 16
 # stand-ins for locations in a recipe
 DATA_ROOT = "<data_root>"
@@ -161,9 +162,16 @@ def git_state(root: str | os.PathLike | None = None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- run directories
 
 def write_provenance(run_dir: str | os.PathLike, recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """``<run_dir>/provenance.json``: digest, recipe, git state, time. Returns the record."""
+    """``<run_dir>/provenance.json``: digest, recipe, git state, time, CPU threads. Returns the record.
+
+    The thread count is not part of the recipe (the digest): it is where a job runs, not what it computes by
+    intent. It is recorded because it changes the numbers: the summation order of CPU kernels follows the threads,
+    and over a 4050-iteration schedule that moves a teacher's AP by several points (docs/protocol.md)."""
+    import torch
+
     record = {"digest": digest(recipe), **git_state(),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "recipe": to_plain(recipe)}
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threads": torch.get_num_threads(),
+              "recipe": to_plain(recipe)}
     atomic_write_text(Path(run_dir) / PROVENANCE_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
 
@@ -184,9 +192,9 @@ def recorded_digest(run_dir: str | os.PathLike) -> str | None:
 
 
 def metrics_provenance(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """What metrics.json carries of the run's provenance: digest, commit, dirty."""
+    """What metrics.json carries of the run's provenance: digest, commit, dirty, threads."""
     record = read_provenance(run_dir)
-    return {k: record.get(k) for k in ("digest", "commit", "dirty")} if record else None
+    return {k: record.get(k) for k in METRICS_PROVENANCE} if record else None
 
 
 # ---------------------------------------------------------------------------------------------- expected digests

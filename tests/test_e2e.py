@@ -72,7 +72,7 @@ def test_metrics_json(pipeline, name):
     assert rec["dataset"] == "coco"
     # which configuration and code the numbers come from (pgd.provenance)
     prov = json.loads((pipeline / "results" / "mini" / "runs" / name / "provenance.json").read_text())
-    assert rec["provenance"] == {k: prov[k] for k in ("digest", "commit", "dirty")}
+    assert rec["provenance"] == {k: prov[k] for k in ("digest", "commit", "dirty", "threads")}
     for key in ("AP", "AP50", "AP75"):
         assert isinstance(rec[key], float) and 0.0 <= rec[key] <= 100.0
     for key in ("APs", "APm", "APl"):  # the generator draws small, medium and large objects

@@ -199,7 +199,8 @@ def test_trained_run_records_its_digest(tiny_run):
     from pgd import provenance as pv
 
     record = pv.read_provenance(tiny_run)
-    assert record is not None and set(record) >= {"digest", "recipe", "commit", "dirty", "time"}
+    assert record is not None and set(record) >= {"digest", "recipe", "commit", "dirty", "time", "threads"}
+    assert record["threads"] == 1      # train_tiny's --threads 1: not in the digest, but it moves the numbers
     assert pv.digest(record["recipe"]) == record["digest"]
     assert Config.fromfile(str(tiny_run / "config.py")).run_info["digest"] == record["digest"]
     assert record["commit"] is None or len(record["commit"]) == 40
