@@ -166,7 +166,7 @@ def write_provenance(run_dir: str | os.PathLike, recipe: Mapping[str, Any]) -> d
 
     The thread count is not part of the recipe (the digest): it is where a job runs, not what it computes by
     intent. It is recorded because it changes the numbers: the summation order of CPU kernels follows the threads,
-    and over a 4050-iteration schedule that moves a teacher's AP by several points (docs/protocol.md)."""
+    and over a 4050-iteration schedule that moves a teacher's AP by several points (docs/pipeline.md, "Threads change the numbers")."""
     import torch
 
     record = {"digest": digest(recipe), **git_state(),
